@@ -1,0 +1,30 @@
+# Every target runs in the project's own venv, created or refreshed from pyproject.toml.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+CONFIG ?= gallery.toml
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv site test serve clean clean-cache train-demo
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+site: $(STAMP)
+	$(PY) -m generator build --config $(CONFIG)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+serve: site
+	$(PY) -m http.server --directory site 8000
+
+train-demo: $(STAMP)
+	$(PY) -m generator train-demo --model all --seed 0 --threads 1
+
+clean:
+	rm -rf build site .pytest_cache tests/artifacts

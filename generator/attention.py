@@ -1,0 +1,208 @@
+"""ViT attention capture: the post-softmax attention of every block, in the logits' forward pass.
+
+Hooks read each attention module's own ``qkv`` projection output (so nothing is computed
+twice), apply its q/k norms and scale, and recompute ``softmax(q·kᵀ·scale + mask)`` exactly
+as timm's unfused path does. This works whether timm's fused attention (SDPA) is on or off:
+on the fused path timm never materialises the softmax, so hooking ``attn_drop`` would see
+nothing. All hooks are removed in ``finally``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Union
+
+import torch
+from timm.layers.attention import Attention, maybe_add_mask, resolve_self_attn_mask
+
+__all__ = [
+    "AttentionCaptureError",
+    "TokenLayout",
+    "query_attention_maps",
+    "vit_attention",
+    "vit_attention_modules",
+    "vit_token_layout",
+]
+
+
+class AttentionCaptureError(RuntimeError):
+    """The model has nothing to hook, or a hook captured nothing."""
+
+
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where the patch tokens sit in a ViT's sequence.
+
+    Attributes:
+        prefix_names: names of the leading non-patch tokens, in order (e.g. ``("CLS", "REG0")``).
+        grid: (h, w) patch grid, taken from the model's patch embedding.
+    """
+
+    prefix_names: tuple[str, ...]
+    grid: tuple[int, int]
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return len(self.prefix_names)
+
+    @property
+    def has_class_token(self) -> bool:
+        return "CLS" in self.prefix_names
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_prefix_tokens + self.grid[0] * self.grid[1]
+
+
+def vit_token_layout(model: torch.nn.Module) -> TokenLayout:
+    """Read the token layout (prefix tokens, patch grid) from a timm VisionTransformer."""
+    names: list[str] = []
+    if getattr(model, "cls_token", None) is not None:
+        names.append("CLS")
+    if getattr(model, "dist_token", None) is not None:
+        names.append("DIST")
+    num_prefix = int(getattr(model, "num_prefix_tokens", len(names)))
+    names += [f"REG{i}" for i in range(num_prefix - len(names))]
+    grid = tuple(int(g) for g in model.patch_embed.grid_size)
+    return TokenLayout(prefix_names=tuple(names), grid=grid)  # type: ignore[arg-type]
+
+
+def vit_attention_modules(model: torch.nn.Module) -> list[Attention]:
+    """The attention module of every block, in order.
+
+    Raises:
+        AttentionCaptureError: if the model has no blocks, or a block's attention is of a
+            kind whose softmax cannot be rebuilt from a fused ``qkv`` projection.
+    """
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or len(blocks) == 0:
+        raise AttentionCaptureError(f"{type(model).__name__} has no transformer blocks (model.blocks) to hook")
+    modules = []
+    for i, block in enumerate(blocks):
+        attn = getattr(block, "attn", None)
+        if not isinstance(attn, Attention):
+            raise AttentionCaptureError(
+                f"block {i} of {type(model).__name__} has attention module {type(attn).__name__}; "
+                "only timm.layers.Attention (fused qkv projection) is supported"
+            )
+        modules.append(attn)
+    return modules
+
+
+def _softmax_from_qkv(module: Attention, qkv: torch.Tensor, attn_mask, is_causal: bool) -> torch.Tensor:
+    """Rebuild timm's unfused attention probabilities from a qkv projection output.
+
+    Args:
+        qkv: (batch, tokens, 3·heads·head_dim) output of ``module.qkv``.
+
+    Returns:
+        (batch, heads, tokens, tokens) post-softmax attention.
+    """
+    batch, tokens, _ = qkv.shape
+    q, k, _v = qkv.reshape(batch, tokens, 3, module.num_heads, module.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k = module.q_norm(q), module.k_norm(k)
+    q = q * module.scale
+    scores = q @ k.transpose(-2, -1)
+    scores = maybe_add_mask(scores, resolve_self_attn_mask(tokens, scores, attn_mask, is_causal))
+    return scores.softmax(dim=-1)
+
+
+@contextmanager
+def capture_vit_attention(model: torch.nn.Module, detach: bool = True) -> Iterator[list]:
+    """Context manager: while active, every forward pass fills the yielded list (one entry per block)
+    with (batch, heads, tokens, tokens) attention. Hooks are removed on exit, also on error."""
+    modules = vit_attention_modules(model)
+    captured: list = [None] * len(modules)
+    qkv_outputs: dict[int, torch.Tensor] = {}
+    handles = []
+
+    def store_qkv(index: int):
+        def hook(_module, _args, output):
+            qkv_outputs[index] = output
+
+        return hook
+
+    def compute(index: int):
+        def hook(module, args, kwargs, _output):
+            qkv = qkv_outputs.pop(index, None)
+            if qkv is None:
+                raise AttentionCaptureError(f"block {index}: the qkv projection did not run")
+            attn_mask = kwargs.get("attn_mask", args[1] if len(args) > 1 else None)
+            is_causal = bool(kwargs.get("is_causal", args[2] if len(args) > 2 else False))
+            with torch.set_grad_enabled(not detach and torch.is_grad_enabled()):
+                probs = _softmax_from_qkv(module, qkv.detach() if detach else qkv, attn_mask, is_causal)
+            captured[index] = probs
+
+        return hook
+
+    try:
+        for i, module in enumerate(modules):
+            handles.append(module.qkv.register_forward_hook(store_qkv(i)))
+            handles.append(module.register_forward_hook(compute(i), with_kwargs=True))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def vit_attention(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model`` once and return its logits and every block's attention.
+
+    Args:
+        model: a timm VisionTransformer (eval mode recommended).
+        x: (batch, 3, H, W) input, already normalised.
+
+    Returns:
+        logits: (batch, classes), identical to ``model(x)``.
+        attn: (blocks, batch, heads, tokens, tokens) post-softmax attention; rows sum to 1.
+
+    Raises:
+        AttentionCaptureError: no attention blocks, or a block's hook captured nothing.
+    """
+    with capture_vit_attention(model) as captured:
+        logits = model(x)
+    missing = [i for i, a in enumerate(captured) if a is None]
+    if missing:
+        raise AttentionCaptureError(f"no attention captured for blocks {missing}; did the forward pass skip them?")
+    return logits, torch.stack(captured)
+
+
+Query = Union[str, int]
+
+
+def query_attention_maps(attn: torch.Tensor, layout: TokenLayout, query: Query = "cls") -> torch.Tensor:
+    """One query's attention to the patch tokens, on the patch grid.
+
+    Args:
+        attn: (blocks, batch, heads, tokens, tokens) from :func:`vit_attention`.
+        layout: the model's token layout.
+        query: "cls" (the class token's row), "mean" (mean over the patch tokens' rows), or
+            an int patch index (row-major over the grid).
+
+    Returns:
+        (blocks, batch, heads, h, w): attention from the query to each patch; prefix-token
+        columns are left out, so a row no longer sums to 1.
+
+    Raises:
+        ValueError: an unknown query, "cls" on a model without a class token, or an index
+            outside the grid.
+    """
+    blocks, batch, heads, tokens, _ = attn.shape
+    if tokens != layout.num_tokens:
+        raise ValueError(f"attention has {tokens} tokens but the layout expects {layout.num_tokens}")
+    p = layout.num_prefix_tokens
+    h, w = layout.grid
+    if query == "cls":
+        if not layout.has_class_token:
+            raise ValueError("query 'cls' but the model has no class token; use 'mean' or a patch index")
+        rows = attn[..., layout.prefix_names.index("CLS"), p:]
+    elif query == "mean":
+        rows = attn[..., p:, p:].mean(dim=-2)
+    elif isinstance(query, int) and not isinstance(query, bool):
+        if not 0 <= query < h * w:
+            raise ValueError(f"query patch index {query} is outside the {h}×{w} grid")
+        rows = attn[..., p + query, p:]
+    else:
+        raise ValueError(f"unknown query {query!r}: use 'cls', 'mean' or a patch index")
+    return rows.reshape(blocks, batch, heads, h, w)

@@ -1,0 +1,104 @@
+"""Command-line interface: Click commands only. Each builds its arguments and delegates."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vit-gallery")
+def main() -> None:
+    """Explain vision transformers (timm ViT and Swin) and build a browsable gallery."""
+
+
+def _load_config_or_exit(config_path: Path, overrides: dict):
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(config_path, overrides)
+    except ConfigError as exc:
+        click.echo(f"config error: {exc}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("gallery.toml"),
+              show_default=True, help="The gallery's TOML config.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+              help="Override [run] device.")
+@click.option("--no-cache", is_flag=True, help="Recompute everything (the cache is neither read nor written).")
+@click.option("--fail-fast", is_flag=True, default=None, help="Stop at the first failure.")
+@click.option("--no-site", is_flag=True, help="Write figures and Markdown pages but do not run mkdocs.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, quiet: bool) -> None:
+    """Run every model over every image and enabled section, write the pages, build the site.
+
+    Exit status: 0 when everything succeeded, 1 when anything failed (the rest is kept and
+    listed in the run report), 2 for a bad config.
+    """
+    from .pipeline import FailFast, run, summary_lines
+    from .site import SiteBuildError, build_site, write_mkdocs_config, write_pages
+
+    overrides = {"run.device": device} if device else {}
+    config = _load_config_or_exit(config_path, overrides)
+    command = "vit-gallery " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        result = run(config, use_cache=not no_cache, fail_fast=fail_fast, progress=not quiet, command=command,
+                     log=lambda m: click.echo(m, err=True))
+    except FailFast as exc:
+        click.echo(f"stopped at the first failure (--fail-fast): {exc}", err=True)
+        sys.exit(1)
+    write_pages(result)
+    mkdocs_config = write_mkdocs_config(result)
+    site_failed = False
+    if not no_site:
+        try:
+            build_site(mkdocs_config)
+        except SiteBuildError as exc:
+            click.echo(str(exc), err=True)
+            site_failed = True
+    for line in summary_lines(result):
+        click.echo(line)
+    if not no_site and not site_failed:
+        click.echo(f"site: {config.site_dir}")
+    sys.exit(1 if (result.failures or site_failed) else 0)
+
+
+@main.command("train-demo")
+@click.option("--model", "model_kind", type=click.Choice(["vit", "swin", "all"]), default="all", show_default=True,
+              help="Which embedded model to train.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default: the shipped recipe).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
+              help="torch CPU threads; results are reproducible for a fixed thread count.")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None,
+              help="Train on the first N images only (smoke tests).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder with the Fashion-MNIST idx .gz files (default: Debian's package).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write weights and model cards (default: the package's weights folder).")
+def train_demo(model_kind, epochs, seed, threads, train_limit, data_dir, out_dir) -> None:
+    """Train the embedded Fashion-MNIST ViT and/or Swin that the offline gallery ships."""
+    from . import embedded
+    from .train_demo import FASHION_MNIST_DIR, DatasetMissingError, TrainSettings, save, train
+
+    names = {"vit": [embedded.VIT_NAME], "swin": [embedded.SWIN_NAME]}.get(
+        model_kind, [embedded.VIT_NAME, embedded.SWIN_NAME]
+    )
+    command = "python -m generator " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    for name in names:
+        defaults = TrainSettings(**embedded.TRAIN_RECIPES[name])
+        settings = TrainSettings(**{**defaults.__dict__, "seed": seed, "threads": threads,
+                                    "train_limit": train_limit, **({"epochs": epochs} if epochs else {})})
+        try:
+            model, card = train(name, settings, data_dir or FASHION_MNIST_DIR, log=click.echo)
+        except DatasetMissingError as exc:
+            raise click.ClickException(str(exc)) from exc
+        path = save(model, card, out_dir or embedded.WEIGHTS_DIR, command)
+        click.echo(f"{name}: test accuracy {card['test_accuracy']:.4f}; wrote {path}")

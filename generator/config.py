@@ -1,0 +1,308 @@
+"""Typed, validated configuration: one TOML file → frozen dataclasses.
+
+Everything is checked before any heavy work starts. Each problem raises :class:`ConfigError`,
+which names the file and the dotted key, and suggests the closest valid key for typos.
+Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+__all__ = [
+    "ConfigError",
+    "GalleryConfig",
+    "HeadsConfig",
+    "ModelConfig",
+    "RunConfig",
+    "SectionsConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem. ``str(err)`` is the complete user-facing message."""
+
+    def __init__(self, file: str | Path | None, key: str, message: str):
+        self.file = str(file) if file is not None else "<config>"
+        self.key = key
+        self.message = message
+        super().__init__(f"{self.file}: [{key}] {message}" if key else f"{self.file}: {message}")
+
+
+# --------------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class HeadsConfig:
+    """Per-head attention grids (the study's Figure 1), ViT family only."""
+
+    enabled: bool = True
+    #: Which query token's attention is drawn: "cls", "mean" (mean over patch queries),
+    #: or an integer patch index (row-major over the patch grid).
+    query: Union[Literal["cls", "mean"], int] = "cls"
+    #: Colour scale shared per block row ("row") or stretched per panel ("panel").
+    scale: Literal["row", "panel"] = "row"
+
+
+@dataclass(frozen=True)
+class SectionsConfig:
+    """One entry per gallery section; each section's issue adds its own table here."""
+
+    heads: HeadsConfig = field(default_factory=HeadsConfig)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """One model of the gallery.
+
+    ``weights`` is ``"hub"`` (timm pretrained weights from the Hugging Face hub),
+    ``"file:PATH"`` (a local .safetensors, .pth/.bin or .npz loaded through timm's pretrained
+    path) or ``"random:SEED"`` (seeded random init, labelled "random weights" everywhere).
+    ``labels`` is ``"auto"`` (the weights' own: timm's ImageNet info, or the pretrained
+    config's label names), or an explicit list of class names.
+    """
+
+    name: str
+    arch: str
+    weights: str = "hub"
+    labels: Union[Literal["auto"], tuple[str, ...]] = "auto"
+    num_classes: int | None = None
+
+    @property
+    def weights_kind(self) -> str:
+        return self.weights.split(":", 1)[0]
+
+    @property
+    def weights_arg(self) -> str:
+        return self.weights.split(":", 1)[1] if ":" in self.weights else ""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """How the batch runs."""
+
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "cpu"
+    fail_fast: bool = False
+    #: Figure resolution for the site (PNG). PDFs are vector.
+    dpi: int = 150
+
+
+@dataclass(frozen=True)
+class GalleryConfig:
+    """The whole configuration."""
+
+    title: str
+    images: Path
+    models: tuple[ModelConfig, ...]
+    output: Path = Path("build")
+    site_dir: Path = Path("site")
+    description: str = ""
+    run: RunConfig = field(default_factory=RunConfig)
+    sections: SectionsConfig = field(default_factory=SectionsConfig)
+    #: The file this config came from (None when built in code).
+    source: Path | None = None
+
+
+# --------------------------------------------------------------------------- loading
+
+_PATH_FIELDS = {"images", "output", "site_dir"}
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> GalleryConfig:
+    """Read and validate a TOML config.
+
+    Args:
+        path: the TOML file.
+        overrides: dotted keys → values applied over the file (from CLI options).
+
+    Raises:
+        ConfigError: for a missing or unparsable file and for every invalid key or value.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, "", "config file not found")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(path, "", f"not valid TOML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return parse_config(data, source=path)
+
+
+def parse_config(data: dict[str, Any], source: Path | None = None) -> GalleryConfig:
+    """Validate a config mapping (already parsed from TOML) into a :class:`GalleryConfig`."""
+    base = source.parent if source is not None else Path.cwd()
+    cfg = _build(GalleryConfig, data, "", source, skip={"source"})
+    resolved = {name: _resolve(base, getattr(cfg, name)) for name in _PATH_FIELDS}
+    cfg = dataclasses.replace(cfg, source=source, **resolved)
+    _check_semantics(cfg, source, base)
+    return dataclasses.replace(cfg, models=tuple(_resolve_weights(m, base) for m in cfg.models))
+
+
+def _resolve(base: Path, value: Path) -> Path:
+    return value if value.is_absolute() else (base / value).resolve()
+
+
+def _resolve_weights(model: ModelConfig, base: Path) -> ModelConfig:
+    if model.weights_kind == "file":
+        return dataclasses.replace(model, weights=f"file:{_resolve(base, Path(model.weights_arg))}")
+    return model
+
+
+def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> None:
+    if not cfg.images.is_dir():
+        raise ConfigError(source, "images", f"image folder not found: {cfg.images}")
+    if not cfg.models:
+        raise ConfigError(source, "models", "at least one [[models]] entry is needed")
+    seen: dict[str, int] = {}
+    for i, model in enumerate(cfg.models):
+        key = f"models[{i}]"
+        if not model.name.strip():
+            raise ConfigError(source, f"{key}.name", "must not be empty")
+        if model.name in seen:
+            raise ConfigError(source, f"{key}.name", f"duplicate model name {model.name!r} (also models[{seen[model.name]}])")
+        seen[model.name] = i
+        _check_weights(model, f"{key}.weights", source, base)
+        if model.labels != "auto" and not model.labels:
+            raise ConfigError(source, f"{key}.labels", "an explicit label list must not be empty")
+        if model.num_classes is not None and model.num_classes < 1:
+            raise ConfigError(source, f"{key}.num_classes", "must be ≥ 1")
+    if cfg.run.dpi < 50 or cfg.run.dpi > 1200:
+        raise ConfigError(source, "run.dpi", f"must be between 50 and 1200, got {cfg.run.dpi}")
+    query = cfg.sections.heads.query
+    if isinstance(query, int) and query < 0:
+        raise ConfigError(source, "sections.heads.query", "a patch index must be ≥ 0")
+
+
+def _check_weights(model: ModelConfig, key: str, source: Path | None, base: Path) -> None:
+    kind, arg = model.weights_kind, model.weights_arg
+    if kind == "hub":
+        if arg:
+            raise ConfigError(source, key, "'hub' takes no argument; the architecture names the weights")
+    elif kind == "file":
+        path = _resolve(base, Path(arg)) if arg else None
+        if path is None or not path.is_file():
+            raise ConfigError(source, key, f"weights file not found: {arg or '(empty)'}")
+        if not path.name.endswith((".safetensors", ".pth", ".pt", ".bin", ".npz")):
+            raise ConfigError(source, key, f"unsupported weights format {path.suffix!r}: use .safetensors, .pth/.bin or .npz")
+    elif kind == "random":
+        try:
+            int(arg)
+        except ValueError:
+            raise ConfigError(source, key, f"'random:SEED' needs an integer seed, got {arg!r}") from None
+    else:
+        hint = _suggest(kind, ["hub", "file", "random"])
+        raise ConfigError(source, key, f"unknown weights source {kind!r}{hint}; use 'hub', 'file:PATH' or 'random:SEED'")
+
+
+def _suggest(word: str, options: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "absent"
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true/false", Path: "a path"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _coerce(tp: Any, value: Any, key: str, source: Path | None) -> Any:
+    """Check ``value`` against type ``tp`` (and convert TOML forms); raise ConfigError if it does not fit."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, f"expected a table, got {type(value).__name__}")
+        return _build(tp, value, key, source)
+    if origin is Literal:
+        if value in typing.get_args(tp) and type(value) is type(next(a for a in typing.get_args(tp) if a == value)):
+            return value
+        hint = _suggest(str(value), [str(a) for a in typing.get_args(tp)]) if isinstance(value, str) else ""
+        raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r}{hint}")
+    if origin in (Union, types.UnionType):
+        errors = []
+        for arm in typing.get_args(tp):
+            try:
+                return _coerce(arm, value, key, source)
+            except ConfigError as exc:
+                errors.append(exc)
+        # Prefer a Literal arm's message, it carries a "did you mean".
+        literal_errors = [e for e, a in zip(errors, typing.get_args(tp)) if typing.get_origin(a) is Literal]
+        if isinstance(value, str) and literal_errors:
+            raise literal_errors[0]
+        raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(source, key, f"expected {_describe(tp)}, got {type(value).__name__}")
+        (item_tp, *_) = typing.get_args(tp)
+        return tuple(_coerce(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if tp is type(None):
+        raise ConfigError(source, key, "expected no value")
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(source, key, f"expected a path string, got {value!r}")
+        return Path(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(source, key, f"expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(source, key, f"expected an integer, got {value!r}")
+        return value
+    if tp in (str, bool):
+        if type(value) is not tp:
+            raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module, not in the config
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str, source: Path | None, skip: set[str] = frozenset()) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name not in skip}
+    for key in data:
+        if key not in fields:
+            dotted = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(source, dotted, f"unknown key{_suggest(key, fields)}")
+    kwargs = {}
+    for name, f in fields.items():
+        dotted = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            value = data[name]
+            if name == "models" and cls is GalleryConfig:
+                if not isinstance(value, list):
+                    raise ConfigError(source, dotted, "expected an array of tables ([[models]])")
+                kwargs[name] = tuple(_coerce(ModelConfig, v, f"models[{i}]", source) for i, v in enumerate(value))
+            else:
+                kwargs[name] = _coerce(hints[name], value, dotted, source)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(source, dotted, "missing required key")
+    return cls(**kwargs)

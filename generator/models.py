@@ -1,0 +1,245 @@
+"""Model loading: weight sources (hub, file, random), timm's data config, class names.
+
+Every source goes through timm: ``hub`` through ``create_model(pretrained=True)``, ``file:``
+through the same pretrained path with ``pretrained_cfg_overlay=dict(file=...)`` so timm's
+checkpoint filters run, and ``random:`` through a seeded ``create_model(pretrained=False)``.
+Checkpoints are only ever read by safetensors or ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import timm
+import torch
+from timm.data import ImageNetInfo, infer_imagenet_subset, resolve_model_data_config
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.vision_transformer import VisionTransformer
+
+from . import embedded  # noqa: F401  (registers the embedded models with timm)
+from .config import ModelConfig
+
+Family = Literal["vit", "swin"]
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be obtained or do not fit the architecture."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to explain.
+
+    Attributes:
+        config: the model's config entry.
+        module: the timm model, in eval mode, on ``device``.
+        family: "vit" or "swin".
+        data_config: timm's resolved data config (input_size, mean, std, interpolation, crop).
+        class_names: one name per output class.
+        weights_sha256: SHA-256 over the state dict (names, dtypes, shapes, bytes).
+        source: a human description of where the weights came from.
+        random_weights: True for ``random:SEED``; every page and figure says so.
+    """
+
+    config: ModelConfig
+    module: torch.nn.Module
+    family: Family
+    data_config: dict
+    class_names: tuple[str, ...]
+    weights_sha256: str
+    source: str
+    random_weights: bool
+    device: torch.device
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.name} (random weights)" if self.random_weights else self.name
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        _, h, w = self.data_config["input_size"]
+        return int(h), int(w)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Map "auto" | "cpu" | "cuda" | "mps" to an available torch device, or raise ValueError."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch.cuda.is_available() is False")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but it is not available")
+    return torch.device(name)
+
+
+def model_family(module: torch.nn.Module) -> Family:
+    """Which explanation family a timm model belongs to; raise for anything else."""
+    if isinstance(module, VisionTransformer):
+        return "vit"
+    if isinstance(module, SwinTransformer):
+        return "swin"
+    raise WeightsError(
+        f"{type(module).__name__} is neither a timm VisionTransformer nor a SwinTransformer; "
+        "this gallery explains those two families only"
+    )
+
+
+def state_dict_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 over the state dict: sorted names, dtypes, shapes and raw bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def _create(config: ModelConfig, **kwargs) -> torch.nn.Module:
+    extra = {"num_classes": config.num_classes} if config.num_classes is not None else {}
+    if config.labels != "auto" and config.num_classes is None:
+        extra["num_classes"] = len(config.labels)
+    try:
+        return timm.create_model(config.arch, **extra, **kwargs)
+    except RuntimeError as exc:
+        if "size mismatch" in str(exc) or "Missing key" in str(exc) or "Unexpected key" in str(exc):
+            raise WeightsError(
+                f"model {config.name!r}: the checkpoint does not fit {config.arch}: {_first_lines(str(exc))}"
+            ) from exc
+        raise
+
+
+def _first_lines(text: str, n: int = 4) -> str:
+    lines = text.strip().splitlines()
+    return "\n".join(lines[:n]) + (f"\n… ({len(lines) - n} more lines)" if len(lines) > n else "")
+
+
+def load_model(config: ModelConfig, device: torch.device | str = "cpu") -> LoadedModel:
+    """Build ``config``'s model with its weights, in eval mode.
+
+    Raises:
+        WeightsError: unknown architecture, unreachable hub, missing or mismatching checkpoint.
+    """
+    if config.arch not in timm.list_models():
+        close = timm.list_models(f"*{config.arch.split('_')[0]}*")[:5]
+        raise WeightsError(f"model {config.name!r}: unknown timm architecture {config.arch!r}"
+                           + (f" (similar: {', '.join(close)})" if close else ""))
+    kind, arg = config.weights_kind, config.weights_arg
+    if kind == "random":
+        torch.manual_seed(int(arg))
+        module = _create(config, pretrained=False)
+        source = f"random init (seed {arg})"
+    elif kind == "file":
+        path = Path(arg)
+        if not path.is_file():
+            raise WeightsError(f"model {config.name!r}: weights file not found: {path}")
+        overlay = {"file": str(path)}
+        if path.suffix == ".npz":
+            overlay["custom_load"] = True  # timm's ViT reads big_vision .npz through load_pretrained()
+        module = _create(config, pretrained=True, pretrained_cfg_overlay=overlay)
+        source = f"file {path.name} (sha256 {file_sha256(path)[:12]}…)"
+    elif kind == "hub":
+        module = _load_from_hub(config)
+        source = f"Hugging Face hub ({module.pretrained_cfg.get('hf_hub_id') or config.arch})"
+    else:  # validated by config; kept for direct callers
+        raise WeightsError(f"model {config.name!r}: unknown weights source {config.weights!r}")
+
+    family = model_family(module)
+    module.eval()
+    sha = state_dict_sha256(module)
+    device = torch.device(device)
+    module.to(device)
+    data_config = resolve_model_data_config(module)
+    class_names = resolve_class_names(config, module)
+    return LoadedModel(
+        config=config,
+        module=module,
+        family=family,
+        data_config=data_config,
+        class_names=class_names,
+        weights_sha256=sha,
+        source=source,
+        random_weights=kind == "random",
+        device=device,
+    )
+
+
+def _load_from_hub(config: ModelConfig) -> torch.nn.Module:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    try:
+        return _create(config, pretrained=True)
+    except WeightsError:
+        raise
+    except Exception as exc:  # huggingface_hub raises several unrelated types (OSError, HTTP, offline)
+        why = "HF_HUB_OFFLINE is set and the weights are not in the local cache" if offline else (
+            f"{type(exc).__name__}: {_first_lines(str(exc), 2)}")
+        raise WeightsError(
+            f"model {config.name!r}: could not load hub weights for {config.arch} ({why}). "
+            f'Download them where the hub is reachable and set weights = "file:/path/to/{config.arch}.safetensors" '
+            "for this model in the config."
+        ) from exc
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_class_names(config: ModelConfig, module: torch.nn.Module) -> tuple[str, ...]:
+    """Class names: the config's list, the pretrained config's label names, or timm's ImageNet info."""
+    num_classes = int(getattr(module, "num_classes", 0) or 0)
+    if config.labels != "auto":
+        if len(config.labels) != num_classes:
+            raise WeightsError(
+                f"model {config.name!r}: {len(config.labels)} labels given but the head has {num_classes} classes"
+            )
+        return tuple(config.labels)
+    names = module.pretrained_cfg.get("label_names")
+    if names and len(names) == num_classes:
+        return tuple(names)
+    subset = infer_imagenet_subset(module)
+    if subset:
+        info = ImageNetInfo(subset)
+        if info.num_classes() == num_classes:
+            return tuple(info.index_to_description(i) for i in range(num_classes))
+    return tuple(f"class {i}" for i in range(num_classes))
+
+
+def preprocess(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+    """Apply the model's own eval transform (timm's resolved data config).
+
+    Args:
+        rgb: (H, W, 3) uint8 image.
+
+    Returns:
+        view: (h, w, 3) uint8, the resized/cropped image the model sees (for figures);
+        x: (3, h, w) float32, normalised with the data config's mean and std.
+    """
+    from PIL import Image
+    from timm.data import create_transform
+    from torchvision import transforms as T
+
+    transform = create_transform(**model.data_config, is_training=False)
+    steps = [t for t in transform.transforms if not isinstance(t, T.Normalize)]
+    unnormalised = T.Compose(steps)(Image.fromarray(rgb))
+    unnormalised = unnormalised.float().clamp_(0, 1)
+    mean = torch.tensor(model.data_config["mean"]).view(3, 1, 1)
+    std = torch.tensor(model.data_config["std"]).view(3, 1, 1)
+    x = (unnormalised - mean) / std
+    view = (unnormalised.permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
+    return view, x

@@ -1,0 +1,351 @@
+"""The batch: plan jobs, consult the cache, compute, render, collect failures, write the report.
+
+Data flow is one way: config → models × images → jobs (each with a cache key) → records →
+figures → pages. A failing image, model or section becomes a :class:`Failure` record; the
+run goes on (unless ``fail_fast``) and the failures land in the run report and exit code.
+"""
+
+from __future__ import annotations
+
+import gc
+import platform
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .atomic import atomic_write_text
+from .cache import Record, ResultCache, cache_key, canonical_json
+from .config import GalleryConfig
+from .images import ImageItem, scan_images, unique_slugs
+from .models import LoadedModel, load_model, preprocess, resolve_device
+from .render.style import save_figure
+from .sections import SECTIONS, ModelInput, Section
+
+
+@dataclass
+class Failure:
+    """One thing that went wrong: which stage, which item, and a trimmed traceback."""
+
+    stage: str  # "image" | "model" | "section"
+    error: str
+    image: str | None = None
+    model: str | None = None
+    section: str | None = None
+    traceback: str = ""
+
+
+@dataclass
+class FigureRef:
+    """A written figure: paths relative to the docs folder, and its caption."""
+
+    png: str
+    pdf: str
+    caption: str
+
+
+@dataclass
+class JobResult:
+    section: str
+    model: str
+    image: str
+    key: str
+    meta: dict[str, Any]
+    figures: dict[str, FigureRef]
+    cached: bool
+
+
+@dataclass
+class ModelSummary:
+    name: str
+    slug: str
+    display_name: str
+    arch: str
+    family: str
+    source: str
+    weights: str
+    weights_sha256: str
+    random_weights: bool
+    num_classes: int
+    data_config: dict[str, Any]
+
+
+@dataclass
+class RunResult:
+    config: GalleryConfig
+    images: list[ImageItem]
+    models: list[ModelSummary]
+    results: list[JobResult]
+    failures: list[Failure]
+    section_seconds: dict[str, float]
+    cache_stats: dict[str, int]
+    started: str
+    wall_seconds: float
+    command: str
+    docs_dir: Path
+    environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+class FailFast(RuntimeError):
+    """Raised to stop the run at the first failure when ``fail_fast`` is set."""
+
+    def __init__(self, failure: Failure):
+        self.failure = failure
+        super().__init__(failure.error)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work, independent and serialisable (ready for a distributed executor)."""
+
+    section: str
+    model: str
+    image: str
+    key: str
+
+
+def trimmed_traceback(exc: BaseException, limit: int = 6) -> str:
+    """The last ``limit`` frames of ``exc``'s traceback, as text."""
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-limit)).strip()
+
+
+def environment_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": platform.platform(), "generator": __version__}
+    for package in ("torch", "torchvision", "timm", "lime", "numpy", "pillow", "matplotlib", "pandas",
+                    "jinja2", "click", "mkdocs", "mkdocs-material", "mkdocs-glightbox", "safetensors",
+                    "scikit-image", "scikit-learn"):
+        try:
+            out[package] = version(package)
+        except PackageNotFoundError:
+            out[package] = "not installed"
+    out["torch_threads"] = str(torch.get_num_threads())
+    return out
+
+
+def model_slugs(config: GalleryConfig) -> dict[str, str]:
+    return unique_slugs([m.name for m in config.models])
+
+
+def figure_stem(docs_dir: Path, section: str, figure_id: str, model_slug: str, image_slug: str) -> Path:
+    """``figures/<section>[-<id>]/<model>/<image>`` under the docs folder (slugs only: no escapes)."""
+    folder = section if not figure_id else f"{section}-{figure_id}"
+    stem = docs_dir / "figures" / folder / model_slug / image_slug
+    if docs_dir.resolve() not in stem.resolve().parents:
+        raise ValueError(f"figure path {stem} would leave the output folder")
+    return stem
+
+
+def job_key(section: Section, model: LoadedModel, image: ImageItem) -> str:
+    return cache_key(
+        generator=__version__,
+        section=section.name,
+        params=section.params(),
+        model={"arch": model.config.arch, "weights_sha256": model.weights_sha256,
+               "labels": list(model.class_names), "data_config": model.data_config},
+        image=image.sha256,
+    )
+
+
+def run(
+    config: GalleryConfig,
+    *,
+    use_cache: bool = True,
+    fail_fast: bool | None = None,
+    progress: bool = True,
+    command: str = "",
+    log: Callable[[str], None] = print,
+) -> RunResult:
+    """Run every enabled section for every model × image; write figures and the run report.
+
+    Pages and the site are written by :mod:`generator.site` from the returned result.
+    """
+    fail_fast = config.run.fail_fast if fail_fast is None else fail_fast
+    started = datetime.now(timezone.utc)
+    t0 = time.perf_counter()
+    out = config.output
+    docs_dir = out / "docs"
+    cache = ResultCache(out / "cache", enabled=use_cache)
+    failures: list[Failure] = []
+    results: list[JobResult] = []
+    section_seconds: dict[str, float] = {}
+    summaries: list[ModelSummary] = []
+
+    def record_failure(failure: Failure) -> None:
+        failures.append(failure)
+        where = " / ".join(x for x in (failure.section, failure.model, failure.image) if x)
+        log(f"FAILED [{failure.stage}] {where}: {failure.error}")
+        if fail_fast:
+            raise FailFast(failure)
+
+    images, bad_images = scan_images(config.images)
+    for bad in bad_images:
+        record_failure(Failure(stage="image", image=bad.path.name, error=bad.reason))
+    if not images:
+        log(f"no usable images in {config.images}")
+
+    sections = [cls(config) for cls in SECTIONS]
+    sections = [s for s in sections if s.enabled()]
+    device = resolve_device(config.run.device)
+    slugs = model_slugs(config)
+
+    for model_config in config.models:
+        try:
+            model = load_model(model_config, device)
+        except Exception as exc:
+            record_failure(Failure(stage="model", model=model_config.name, error=str(exc),
+                                   traceback=trimmed_traceback(exc)))
+            continue
+        summaries.append(_summarise(model, slugs[model.name]))
+        active = [s for s in sections if s.applies_to(model)]
+        jobs = [(s, image, Job(s.name, model.name, image.slug, job_key(s, model, image)))
+                for image in images for s in active]
+        inputs_by_image: dict[str, ModelInput] = {}
+        bar = tqdm(jobs, desc=model.name, unit="job", disable=not progress, leave=False)
+        for section, image, job in bar:
+            started_job = time.perf_counter()
+            try:
+                result = _run_job(section, model, image, job, cache, docs_dir, slugs[model.name],
+                                  inputs_by_image, config.run.dpi)
+                results.append(result)
+            except FailFast:
+                raise
+            except Exception as exc:
+                record_failure(Failure(stage="section", section=section.name, model=model.name, image=image.slug,
+                                       error=f"{type(exc).__name__}: {exc}", traceback=trimmed_traceback(exc)))
+            finally:
+                section_seconds[section.name] = section_seconds.get(section.name, 0.0) + time.perf_counter() - started_job
+        bar.close()
+        del model, inputs_by_image
+        gc.collect()
+
+    result = RunResult(
+        config=config,
+        images=images,
+        models=summaries,
+        results=results,
+        failures=failures,
+        section_seconds={k: round(v, 3) for k, v in section_seconds.items()},
+        cache_stats={"hits": cache.hits, "misses": cache.misses, "discarded": cache.discarded,
+                     "size_bytes": cache.size_bytes()},
+        started=started.isoformat(timespec="seconds"),
+        wall_seconds=round(time.perf_counter() - t0, 3),
+        command=command or " ".join(sys.argv),
+        docs_dir=docs_dir,
+        environment=environment_versions(),
+    )
+    write_run_report(result, out / "run_report.json")
+    return result
+
+
+def _run_job(section: Section, model: LoadedModel, image: ImageItem, job: Job, cache: ResultCache,
+             docs_dir: Path, model_slug: str, inputs_by_image: dict[str, ModelInput], dpi: int) -> JobResult:
+    record = cache.get(job.key)
+    cached = record is not None
+    if record is None:
+        if image.slug not in inputs_by_image:
+            view, x = preprocess(model, image.rgb)
+            inputs_by_image[image.slug] = ModelInput(view=view, x=x)
+        record = section.compute(model, image, inputs_by_image[image.slug])
+        cache.put(job.key, record)
+    figures = _render(section, record, job, cache, docs_dir, model_slug, dpi)
+    return JobResult(section=section.name, model=model.name, image=image.slug, key=job.key,
+                     meta=record.meta, figures=figures, cached=cached)
+
+
+def _render(section: Section, record: Record, job: Job, cache: ResultCache, docs_dir: Path,
+            model_slug: str, dpi: int) -> dict[str, FigureRef]:
+    """Draw and write the record's figures unless a stamp says they exist for this key and dpi."""
+    stamp_name = f"figures-{dpi}"
+    stamped = cache.has_stamp(job.key, stamp_name)
+    refs: dict[str, FigureRef] = {}
+    if stamped:
+        import json
+
+        listed = json.loads((cache.root / job.key[:2] / job.key / f"{stamp_name}.ok").read_text(encoding="utf-8"))
+        refs = {fid: FigureRef(**ref) for fid, ref in listed.items()}
+        if all((docs_dir / r.png).is_file() and (docs_dir / r.pdf).is_file() for r in refs.values()):
+            return refs
+    refs = {}
+    for figure_id, fig in section.render(record).items():
+        stem = figure_stem(docs_dir, section.name, figure_id, model_slug, record.image)
+        save_figure(fig, stem, dpi)
+        fig.clear()
+        rel = stem.relative_to(docs_dir).as_posix()
+        refs[figure_id] = FigureRef(png=f"{rel}.png", pdf=f"{rel}.pdf", caption=section.caption(record, figure_id))
+    cache.stamp(job.key, stamp_name, canonical_json({k: asdict(v) for k, v in refs.items()}))
+    return refs
+
+
+def _summarise(model: LoadedModel, slug: str) -> ModelSummary:
+    return ModelSummary(
+        name=model.name,
+        slug=slug,
+        display_name=model.display_name,
+        arch=model.config.arch,
+        family=model.family,
+        source=model.source,
+        weights=model.config.weights,
+        weights_sha256=model.weights_sha256,
+        random_weights=model.random_weights,
+        num_classes=len(model.class_names),
+        data_config={k: (list(v) if isinstance(v, tuple) else v) for k, v in model.data_config.items()},
+    )
+
+
+def run_report_dict(result: RunResult) -> dict[str, Any]:
+    """The JSON run report: what ran, what failed, cache statistics and the environment."""
+    return {
+        "generator": __version__,
+        "started": result.started,
+        "wall_seconds": result.wall_seconds,
+        "command": result.command,
+        "config": str(result.config.source) if result.config.source else None,
+        "models": [asdict(m) for m in result.models],
+        "images": [{"slug": i.slug, "file": i.name, "sha256": i.sha256, "notes": i.notes} for i in result.images],
+        "jobs": {"total": len(result.results), "cached": sum(r.cached for r in result.results)},
+        "section_seconds": result.section_seconds,
+        "cache": result.cache_stats,
+        "failures": [asdict(f) for f in result.failures],
+        "environment": result.environment,
+    }
+
+
+def write_run_report(result: RunResult, path: Path) -> None:
+    import json
+
+    atomic_write_text(path, json.dumps(run_report_dict(result), indent=2, sort_keys=True, default=str) + "\n")
+
+
+def summary_lines(result: RunResult) -> Iterable[str]:
+    """Human summary for the end of a run."""
+    per_section: dict[str, int] = {}
+    for r in result.results:
+        per_section[r.section] = per_section.get(r.section, 0) + 1
+    figures = sum(len(r.figures) for r in result.results)
+    yield (f"{len(result.images)} images × {len(result.models)} models: {len(result.results)} results "
+           f"({sum(r.cached for r in result.results)} from cache), {figures} figures (PNG + PDF), "
+           f"{result.wall_seconds:.1f}s")
+    for name, count in per_section.items():
+        yield f"  {name:<12} {count:>4} results  {result.section_seconds.get(name, 0):7.1f}s"
+    size_mb = result.cache_stats.get("size_bytes", 0) / 1e6
+    yield f"cache: {result.cache_stats.get('hits', 0)} hits, {result.cache_stats.get('misses', 0)} misses, {size_mb:.1f} MB"
+    if result.failures:
+        yield f"{len(result.failures)} FAILURE(S):"
+        for f in result.failures:
+            where = " / ".join(x for x in (f.section, f.model, f.image) if x)
+            yield f"  [{f.stage}] {where}: {f.error}"
+    else:
+        yield "no failures"

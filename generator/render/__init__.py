@@ -1,0 +1,1 @@
+"""Rendering: records → matplotlib Figures. The only place that draws; it never recomputes."""

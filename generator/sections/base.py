@@ -1,0 +1,82 @@
+"""The one interface every gallery section implements.
+
+A section turns (model, image) into a :class:`~generator.cache.Record` (pure compute, cached
+by key), draws figures from that record (rendering never recomputes), and names the Jinja2
+partial that shows it on an image's page. Adding a section means one compute module, one
+render module, one template, and one entry in :data:`generator.sections.SECTIONS`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from ..cache import Record
+from ..config import GalleryConfig
+from ..images import ImageItem
+from ..models import LoadedModel
+
+
+@dataclass
+class ModelInput:
+    """One image prepared for one model.
+
+    Attributes:
+        view: (h, w, 3) uint8, the resized/cropped image the model sees.
+        x: (3, h, w) float32, normalised with the model's data config.
+    """
+
+    view: np.ndarray
+    x: torch.Tensor
+
+
+class Section(ABC):
+    """Base class: subclasses set the class attributes and implement compute and render."""
+
+    #: Identifier used in config keys, cache keys and figure paths.
+    name: ClassVar[str]
+    #: Heading on the image page.
+    title: ClassVar[str]
+    #: Model families this section explains.
+    families: ClassVar[tuple[str, ...]] = ("vit", "swin")
+    #: Jinja2 partial (under templates/) that shows this section's results on an image page.
+    template: ClassVar[str]
+    #: Bump when the computation changes, so cached results are recomputed.
+    version: ClassVar[int] = 1
+
+    def __init__(self, config: GalleryConfig):
+        self.config = config
+
+    @property
+    def settings(self) -> Any:
+        """This section's typed config table."""
+        return getattr(self.config.sections, self.name)
+
+    def enabled(self) -> bool:
+        return bool(self.settings.enabled)
+
+    def applies_to(self, model: LoadedModel) -> bool:
+        return model.family in self.families
+
+    def params(self) -> dict[str, Any]:
+        """Everything that changes this section's result; part of the cache key."""
+        values = asdict(self.settings)
+        values.pop("enabled", None)
+        return {"section_version": self.version, **values}
+
+    @abstractmethod
+    def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
+        """Pure computation for one model × image (no plotting, no file I/O)."""
+
+    @abstractmethod
+    def render(self, record: Record) -> dict[str, Figure]:
+        """Draw the record's figures: figure id ("" for the main one) → matplotlib Figure."""
+
+    def caption(self, record: Record, figure_id: str = "") -> str:
+        """Plain-text caption for a figure (escaped when pages are written)."""
+        return self.title

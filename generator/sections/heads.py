@@ -1,0 +1,73 @@
+"""Section: per-head attention grids for every ViT block."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from ..attention import query_attention_maps, vit_attention, vit_token_layout
+from ..cache import Record
+from ..images import ImageItem
+from ..models import LoadedModel
+from ..render.heads import head_grid_figure
+from .base import ModelInput, Section
+from .common import prediction_meta
+
+
+class HeadsSection(Section):
+    name = "heads"
+    title = "Attention heads"
+    families = ("vit",)
+    template = "sections/heads.md.j2"
+
+    def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
+        layout = vit_token_layout(model.module)
+        with torch.inference_mode():
+            logits, attn = vit_attention(model.module, inputs.x[None].to(model.device))
+            maps = query_attention_maps(attn, layout, self.settings.query)[:, 0]  # blocks, heads, h, w
+        left_out = [n for n in layout.prefix_names]
+        return Record(
+            section=self.name,
+            model=model.name,
+            image=image.slug,
+            arrays={"maps": maps.float().cpu().numpy(), "view": inputs.view},
+            meta={
+                **prediction_meta(model, logits[0]),
+                "query": self.settings.query,
+                "scale": self.settings.scale,
+                "grid": list(layout.grid),
+                "blocks": int(maps.shape[0]),
+                "heads": int(maps.shape[1]),
+                "left_out_tokens": left_out,
+            },
+        )
+
+    def render(self, record: Record) -> dict[str, Figure]:
+        meta = record.meta
+        return {
+            "": head_grid_figure(
+                record.arrays["maps"],
+                record.arrays["view"],
+                scale=meta["scale"],
+                title=f"{meta['model_display']}: attention per block and head",
+                query_label=_query_label(meta["query"]),
+            )
+        }
+
+    def caption(self, record: Record, figure_id: str = "") -> str:
+        meta = record.meta
+        scale = ("one colour scale per block row (colourbar at the right)" if meta["scale"] == "row"
+                 else "each panel stretched to its own range")
+        left_out = ", ".join(meta["left_out_tokens"]) or "none"
+        return (f"{meta['model_display']}: attention of {_query_label(meta['query'])} to the "
+                f"{meta['grid'][0]}×{meta['grid'][1]} patch grid, {meta['blocks']} blocks × {meta['heads']} heads; "
+                f"{scale}. Prefix-token columns left out: {left_out}.")
+
+
+def _query_label(query) -> str:
+    if query == "cls":
+        return "the CLS token"
+    if query == "mean":
+        return "the mean patch query"
+    return f"patch {query}"

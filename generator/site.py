@@ -1,0 +1,173 @@
+"""Pages: the Jinja2 environment, the Markdown page writers, and the mkdocs build.
+
+Every value printed into a page is escaped for Markdown and HTML by default (the
+environment's ``finalize``); only values wrapped in :class:`markupsafe.Markup` (paths made
+of slugs, Markdown built here) pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+from PIL import Image
+
+from .atomic import write_if_changed
+from .pipeline import JobResult, RunResult, run_report_dict
+from .sections import SECTIONS
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+BASE_MKDOCS = PROJECT_ROOT / "mkdocs.yml"
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~-])")
+
+
+def escape_md(value: Any) -> str:
+    """Escape a user string for Markdown text: HTML entities, then Markdown punctuation.
+
+    >>> escape_md("<b>x&y</b>_1")
+    '&lt;b&gt;x&amp;y&lt;/b&gt;\\\\_1'
+    """
+    # Markdown first: the entities html.escape makes (&#x27;) contain '#', which must stay as is.
+    return html.escape(_MD_SPECIAL.sub(r"\\\1", str(value)), quote=True)
+
+
+def escape_attr(value: Any) -> Markup:
+    """Escape for an HTML attribute or a raw-HTML context (no Markdown escapes)."""
+    return Markup(html.escape(str(value), quote=True))
+
+
+def _finalize(value: Any) -> Any:
+    if isinstance(value, Markup) or value is None:
+        return "" if value is None else value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return Markup(escape_md(value))
+
+
+def make_environment(templates_dir: Path = TEMPLATES_DIR) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(templates_dir)),
+        autoescape=True,  # macros then return Markup; _finalize adds the Markdown escapes for plain values
+        finalize=_finalize,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["attr"] = escape_attr
+    env.filters["code"] = lambda v: Markup(f"<code>{html.escape(str(v), quote=True)}</code>")
+    env.filters["pct"] = lambda p: f"{100.0 * float(p):.1f}%"
+    env.filters["path"] = lambda p: Markup(str(p))  # only ever slugs and fixed names
+    return env
+
+
+def _thumbnail(rgb: np.ndarray, path: Path, size: int = 256) -> None:
+    image = Image.fromarray(rgb)
+    scale = size / max(image.size)
+    resample = Image.Resampling.NEAREST if scale > 2 else Image.Resampling.LANCZOS
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False)
+    write_if_changed(path, buffer.getvalue())
+
+
+def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[Path]:
+    """Write every Markdown page of the gallery into ``result.docs_dir``; return their paths."""
+    env = make_environment(templates_dir)
+    docs = result.docs_dir
+    written: list[Path] = []
+
+    def page(template: str, target: str, **context: Any) -> None:
+        text = env.get_template(template).render(**context)
+        path = docs / target
+        write_if_changed(path, text.encode("utf-8"))
+        written.append(path)
+
+    by_image: dict[str, dict[str, list[JobResult]]] = defaultdict(lambda: defaultdict(list))
+    for r in result.results:
+        by_image[r.image][r.section].append(r)
+    model_order = {m.name: i for i, m in enumerate(result.models)}
+    model_by_name = {m.name: m for m in result.models}
+    sections = [cls for cls in SECTIONS]
+
+    for image in result.images:
+        _thumbnail(image.rgb, docs / "inputs" / f"{image.slug}.png")
+        blocks = []
+        for cls in sections:
+            items = sorted(by_image[image.slug].get(cls.name, []), key=lambda r: model_order.get(r.model, 0))
+            if items:
+                blocks.append({"section": cls, "results": items})
+        failures = [f for f in result.failures if f.image == image.slug]
+        page("image.md.j2", f"images/{image.slug}.md", image=image, blocks=blocks, models=model_by_name,
+             failures=failures)
+
+    report = run_report_dict(result)
+    page("index.md.j2", "index.md", config=result.config, images=result.images, models=result.models,
+         report=report)
+    page("run-report.md.j2", "run-report.md", report=report, failures=result.failures)
+    _remove_stale_pages(docs, written)
+    return written
+
+
+def _remove_stale_pages(docs: Path, keep: list[Path]) -> None:
+    """Drop Markdown pages of images that are no longer in the set (strict builds would list them)."""
+    keep_set = {p.resolve() for p in keep}
+    for path in (docs / "images").glob("*.md"):
+        if path.resolve() not in keep_set:
+            path.unlink()
+
+
+def nav(result: RunResult) -> list[Any]:
+    return [
+        {"Home": "index.md"},
+        {"Images": [{image.name: f"images/{image.slug}.md"} for image in result.images]},
+        {"Run report": "run-report.md"},
+    ]
+
+
+def write_mkdocs_config(result: RunResult, base_config: Path = BASE_MKDOCS) -> Path:
+    """Write ``<output>/mkdocs.yml``: inherits the project's theme and adds docs_dir, site_dir, nav."""
+    import json
+
+    out = result.config.output
+    target = out / "mkdocs.yml"
+    inherit = os.path.relpath(base_config, out)
+    lines = [
+        "# Generated by the gallery generator; edit the project's mkdocs.yml instead.",
+        f"INHERIT: {json.dumps(inherit)}",
+        f"site_name: {json.dumps(result.config.title)}",
+        "docs_dir: docs",
+        f"site_dir: {json.dumps(str(result.config.site_dir))}",
+        f"nav: {json.dumps(nav(result), ensure_ascii=False)}",
+    ]
+    write_if_changed(target, ("\n".join(lines) + "\n").encode("utf-8"))
+    return target
+
+
+class SiteBuildError(RuntimeError):
+    """mkdocs failed; the message holds its output."""
+
+
+def build_site(mkdocs_config: Path) -> None:
+    """Run ``mkdocs build --strict`` on the generated config."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--clean", "--quiet", "-f", str(mkdocs_config)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    if proc.returncode != 0:
+        raise SiteBuildError(f"mkdocs build failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}".strip())
