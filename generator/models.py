@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -113,12 +114,23 @@ def _create(config: ModelConfig, **kwargs) -> torch.nn.Module:
         extra["num_classes"] = len(config.labels)
     try:
         return timm.create_model(config.arch, **extra, **kwargs)
-    except RuntimeError as exc:
-        if "size mismatch" in str(exc) or "Missing key" in str(exc) or "Unexpected key" in str(exc):
-            raise WeightsError(
-                f"model {config.name!r}: the checkpoint does not fit {config.arch}: {_first_lines(str(exc))}"
-            ) from exc
-        raise
+    except (pickle.UnpicklingError, RuntimeError) as exc:
+        if not (isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc)):
+            raise _mismatch_or_reraise(config, exc)
+        raise WeightsError(
+            f"model {config.name!r}: checkpoint refused: it holds pickled objects other than tensors, and "
+            "checkpoints are only read with torch.load(weights_only=True). Convert it to .safetensors."
+        ) from exc
+
+
+def _mismatch_or_reraise(config: ModelConfig, exc: RuntimeError) -> Exception:
+    """Turn timm's strict-load errors into a WeightsError naming the model; keep anything else."""
+    text = str(exc)
+    if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+        err = WeightsError(f"model {config.name!r}: the checkpoint does not fit {config.arch}: {_first_lines(text)}")
+        err.__cause__ = exc
+        return err
+    return exc
 
 
 def _first_lines(text: str, n: int = 4) -> str:

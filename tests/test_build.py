@@ -1,0 +1,89 @@
+"""End to end: a tiny config → figures, Markdown pages and a strict mkdocs site."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from generator.config import load_config
+
+from .conftest import write_synthetic_images
+
+
+def build(config: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "generator", "build", "--config", str(config), "--quiet", *args],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_build_produces_site_with_every_page_and_figure(tiny_gallery):
+    images = tiny_gallery.parent / "images"
+    # '/' cannot be in a POSIX file name, so the class names carry the full "<b>x&y</b>"
+    Image.fromarray(np.full((30, 30, 3), 200, np.uint8)).save(images / "<b>x&y<|b>.png")
+    labels = ", ".join(f'"<b>x&y</b> {i}"' for i in range(10))
+    tiny_gallery.write_text(tiny_gallery.read_text().replace(
+        'weights = "random:0"', f'weights = "random:0"\nlabels = [{labels}]', 1))
+    proc = build(tiny_gallery)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    cfg = load_config(tiny_gallery)
+    docs, site = cfg.output / "docs", cfg.site_dir
+    slugs = ["b-x-y-b", "synthetic-0", "synthetic-1"]
+    for slug in slugs:
+        assert (docs / "images" / f"{slug}.md").is_file()
+        assert (site / "images" / slug / "index.html").is_file()
+        for ext in ("png", "pdf"):
+            # heads is a ViT section: the ViT has figures, the Swin has none
+            assert (docs / "figures" / "heads" / "tiny-vit" / f"{slug}.{ext}").is_file()
+            assert (site / "figures" / "heads" / "tiny-vit" / f"{slug}.{ext}").is_file()
+        assert not (docs / "figures" / "heads" / "tiny-swin").exists()
+    assert (site / "index.html").is_file() and (site / "run-report" / "index.html").is_file()
+
+    # every figure a page references exists, in both formats
+    for page in (docs / "images").glob("*.md"):
+        text = page.read_text(encoding="utf-8")
+        refs = re.findall(r"\]\(\.\./(figures/[^)]+)\.png\)", text)
+        assert refs, page
+        for ref in refs:
+            assert (docs / f"{ref}.png").is_file() and (docs / f"{ref}.pdf").is_file()
+            assert (docs / f"{ref}.png").read_bytes()[:4] == b"\x89PNG"
+            assert (docs / f"{ref}.pdf").read_bytes()[:4] == b"%PDF"
+
+    # the HTML file name is escaped, never injected
+    html = (site / "images" / "b-x-y-b" / "index.html").read_text(encoding="utf-8")
+    assert "<b>x&y" not in html and "&lt;b&gt;x&amp;y&lt;|b&gt;" in html
+    assert "&lt;b&gt;x&amp;y&lt;/b&gt; " in html  # a class name in the prediction line
+    # random weights are said on the page and in the figure caption
+    assert "random weights" in html
+
+    report = json.loads((cfg.output / "run_report.json").read_text())
+    assert report["failures"] == []
+    assert report["jobs"]["total"] == 3
+    assert all(len(m["weights_sha256"]) == 64 for m in report["models"])
+
+
+def test_second_build_uses_cache_and_bad_image_fails_alone(tiny_gallery):
+    images = tiny_gallery.parent / "images"
+    assert build(tiny_gallery, "--no-site").returncode == 0
+    (images / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    proc = build(tiny_gallery, "--no-site")
+    assert proc.returncode == 1
+    assert "broken.png" in proc.stdout and "1 FAILURE" in proc.stdout
+    assert "2 results (2 from cache)" in proc.stdout
+    report = json.loads((load_config(tiny_gallery).output / "run_report.json").read_text())
+    assert [f["image"] for f in report["failures"]] == ["broken.png"]
+
+
+def test_failing_model_does_not_stop_the_others(tiny_gallery):
+    text = tiny_gallery.read_text().replace('weights = "random:1"', 'weights = "hub"', 1)
+    text = text.replace('arch = "swin_fmnist_patch2_28"', 'arch = "swin_tiny_patch4_window7_224"')
+    tiny_gallery.write_text(text)
+    proc = build(tiny_gallery, "--no-site")
+    assert proc.returncode == 1
+    assert "Tiny Swin" in proc.stdout and "file:" in proc.stdout
+    assert "2 results" in proc.stdout  # the ViT still ran on both images

@@ -1,0 +1,108 @@
+"""Weight sources, safe checkpoint loading, class names and preprocessing."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from timm.data import create_transform
+
+from generator.config import ModelConfig
+from generator.models import WeightsError, load_model, preprocess, state_dict_sha256
+
+
+def state_of(arch: str, seed: int) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return timm.create_model(arch, pretrained=False).state_dict()
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_file_source_loads_through_timm(tmp_path, suffix):
+    arch = "vit_fmnist_patch4_28"
+    state = state_of(arch, 5)
+    path = tmp_path / f"w{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    else:
+        torch.save({"state_dict": state}, path)
+    loaded = load_model(ModelConfig(name="m", arch=arch, weights=f"file:{path}"))
+    for key, value in state.items():
+        assert torch.equal(loaded.module.state_dict()[key], value), key
+    assert not loaded.random_weights
+    assert loaded.family == "vit"
+    assert loaded.class_names[0] == "T-shirt/top"
+    assert loaded.weights_sha256 == state_dict_sha256(loaded.module)
+    assert not loaded.module.training
+
+
+def test_pickle_with_code_payload_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as fh:
+        pickle.dump({"state_dict": Payload()}, fh)
+    with pytest.raises(WeightsError, match="checkpoint refused"):
+        load_model(ModelConfig(name="evil", arch="vit_fmnist_patch4_28", weights=f"file:{path}"))
+    assert not marker.exists(), "the pickle payload ran"
+
+
+def test_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    path = tmp_path / "swin.safetensors"
+    save_file({k: v.contiguous() for k, v in state_of("swin_fmnist_patch2_28", 0).items()}, str(path))
+    with pytest.raises(WeightsError, match="does not fit vit_fmnist_patch4_28"):
+        load_model(ModelConfig(name="wrong", arch="vit_fmnist_patch4_28", weights=f"file:{path}"))
+
+
+def test_hub_offline_names_model_and_fix(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(WeightsError) as err:
+        load_model(ModelConfig(name="ViT-B", arch="vit_base_patch16_224", weights="hub"))
+    message = str(err.value)
+    assert "ViT-B" in message and "file:" in message and "HF_HUB_OFFLINE" in message
+
+
+def test_random_weights_are_seeded_and_labelled():
+    a = load_model(ModelConfig(name="r", arch="swin_fmnist_patch2_28", weights="random:3"))
+    b = load_model(ModelConfig(name="r", arch="swin_fmnist_patch2_28", weights="random:3"))
+    c = load_model(ModelConfig(name="r", arch="swin_fmnist_patch2_28", weights="random:4"))
+    assert a.weights_sha256 == b.weights_sha256 != c.weights_sha256
+    assert a.random_weights and "random weights" in a.display_name
+    assert a.family == "swin"
+
+
+def test_imagenet_labels_and_unknown_arch():
+    model = load_model(ModelConfig(name="vit", arch="vit_base_patch16_224", weights="random:0"))
+    assert len(model.class_names) == 1000
+    assert model.class_names[0].startswith("tench")
+    with pytest.raises(WeightsError, match="unknown timm architecture"):
+        load_model(ModelConfig(name="x", arch="vit_nonexistent_9", weights="random:0"))
+    with pytest.raises(WeightsError, match="neither"):
+        load_model(ModelConfig(name="cnn", arch="resnet18", weights="random:0"))
+
+
+def test_label_list_from_config():
+    cfg = ModelConfig(name="v", arch="vit_fmnist_patch4_28", weights="random:0", labels=("a", "b", "c"))
+    model = load_model(cfg)
+    assert model.class_names == ("a", "b", "c")
+    assert model.module.num_classes == 3
+
+
+def test_preprocess_equals_timm_transform():
+    model = load_model(ModelConfig(name="vit", arch="vit_base_patch16_224", weights="random:0"))
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(300, 260, 3), dtype=np.uint8)
+    view, x = preprocess(model, rgb)
+    expected = create_transform(**model.data_config, is_training=False)(Image.fromarray(rgb))
+    torch.testing.assert_close(x, expected, atol=1e-6, rtol=0)
+    assert view.shape == (224, 224, 3) and view.dtype == np.uint8
