@@ -21,6 +21,7 @@ __all__ = [
     "TokenLayout",
     "query_attention_maps",
     "vit_attention",
+    "vit_attention_gradients",
     "vit_attention_modules",
     "vit_token_layout",
 ]
@@ -206,3 +207,55 @@ def query_attention_maps(attn: torch.Tensor, layout: TokenLayout, query: Query =
     else:
         raise ValueError(f"unknown query {query!r}: use 'cls', 'mean' or a patch index")
     return rows.reshape(blocks, batch, heads, h, w)
+
+
+def vit_attention_gradients(
+    model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attention used in the forward pass, and the gradient of the target logit with respect to it.
+
+    The fused (SDPA) path never materialises the attention, so it is switched off for this
+    pass and restored afterwards; the softmax output is taken at ``attn_drop`` (an identity in
+    eval mode), which is the tensor multiplied with V. ``torch.autograd.grad`` is used, so no
+    parameter ``.grad`` is touched.
+
+    Args:
+        model: a timm VisionTransformer in eval mode.
+        x: (batch, 3, H, W) normalised input.
+        target: (batch,) class indices; default: the predicted classes.
+
+    Returns:
+        logits: (batch, classes), detached.
+        attn: (blocks, batch, heads, tokens, tokens), detached.
+        grads: same shape as ``attn``: ∂ logit[target] / ∂ attn.
+    """
+    modules = vit_attention_modules(model)
+    fused_before = [m.fused_attn for m in modules]
+    captured: list = [None] * len(modules)
+    handles = []
+
+    def store(index: int):
+        def hook(_module, _args, output):
+            captured[index] = output
+
+        return hook
+
+    try:
+        for i, module in enumerate(modules):
+            module.fused_attn = False
+            handles.append(module.attn_drop.register_forward_hook(store(i)))
+        with torch.enable_grad():
+            logits = model(x.detach().requires_grad_(True))
+            missing = [i for i, a in enumerate(captured) if a is None]
+            if missing:
+                raise AttentionCaptureError(f"no attention captured for blocks {missing}")
+            if target is None:
+                target = logits.argmax(dim=-1)
+            score = logits.gather(1, target.view(-1, 1).to(logits.device)).sum()
+            grads = torch.autograd.grad(score, captured)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for module, fused in zip(modules, fused_before):
+            module.fused_attn = fused
+    return logits.detach(), torch.stack([a.detach() for a in captured]), torch.stack(grads)

@@ -20,6 +20,7 @@ __all__ = [
     "ConfigError",
     "GalleryConfig",
     "HeadsConfig",
+    "RolloutConfig",
     "ModelConfig",
     "RunConfig",
     "SectionsConfig",
@@ -54,10 +55,30 @@ class HeadsConfig:
 
 
 @dataclass(frozen=True)
+class RolloutConfig:
+    """Attention rollout (the study's Figures 2 and 3), ViT family only."""
+
+    enabled: bool = True
+    #: Head fusions drawn side by side (Figure 2).
+    fusions: tuple[Literal["mean", "max", "min"], ...] = ("mean", "max", "min")
+    #: Discard ratios; more than one gives a small sweep (one row each).
+    discard_ratios: tuple[float, ...] = (0.9,)
+    #: First block included (the study skips block 0).
+    start_block: int = 1
+    normalize: bool = False
+    #: Fusion used for the progression strip over blocks (Figure 3).
+    progression_fusion: Literal["mean", "max", "min"] = "mean"
+    #: Gradient-weighted rollout (Chefer et al. 2021) for the predicted class.
+    gradient: bool = True
+    gradient_start_block: int = 0
+
+
+@dataclass(frozen=True)
 class SectionsConfig:
     """One entry per gallery section; each section's issue adds its own table here."""
 
     heads: HeadsConfig = field(default_factory=HeadsConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
 
 # --------------------------------------------------------------------------- models
@@ -187,6 +208,17 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
             raise ConfigError(source, f"{key}.num_classes", "must be ≥ 1")
     if cfg.run.dpi < 50 or cfg.run.dpi > 1200:
         raise ConfigError(source, "run.dpi", f"must be between 50 and 1200, got {cfg.run.dpi}")
+    rollout = cfg.sections.rollout
+    if not rollout.fusions:
+        raise ConfigError(source, "sections.rollout.fusions", "name at least one fusion")
+    if not rollout.discard_ratios:
+        raise ConfigError(source, "sections.rollout.discard_ratios", "name at least one discard ratio")
+    for i, ratio in enumerate(rollout.discard_ratios):
+        if not 0.0 <= ratio < 1.0:
+            raise ConfigError(source, f"sections.rollout.discard_ratios[{i}]", f"must be in [0, 1), got {ratio}")
+    for key in ("start_block", "gradient_start_block"):
+        if getattr(rollout, key) < 0:
+            raise ConfigError(source, f"sections.rollout.{key}", "must be ≥ 0")
     query = cfg.sections.heads.query
     if isinstance(query, int) and query < 0:
         raise ConfigError(source, "sections.heads.query", "a patch index must be ≥ 0")

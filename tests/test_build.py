@@ -41,6 +41,8 @@ def test_build_produces_site_with_every_page_and_figure(tiny_gallery):
             # heads is a ViT section: the ViT has figures, the Swin has none
             assert (docs / "figures" / "heads" / "tiny-vit" / f"{slug}.{ext}").is_file()
             assert (site / "figures" / "heads" / "tiny-vit" / f"{slug}.{ext}").is_file()
+        for folder in ("rollout", "rollout-progression", "rollout-gradient"):
+            assert (site / "figures" / folder / "tiny-vit" / f"{slug}.pdf").is_file()
         assert not (docs / "figures" / "heads" / "tiny-swin").exists()
     assert (site / "index.html").is_file() and (site / "run-report" / "index.html").is_file()
 
@@ -63,7 +65,7 @@ def test_build_produces_site_with_every_page_and_figure(tiny_gallery):
 
     report = json.loads((cfg.output / "run_report.json").read_text())
     assert report["failures"] == []
-    assert report["jobs"]["total"] == 3
+    assert report["jobs"]["total"] == 6  # (heads + rollout) × 3 images, ViT only
     assert all(len(m["weights_sha256"]) == 64 for m in report["models"])
 
 
@@ -74,7 +76,7 @@ def test_second_build_uses_cache_and_bad_image_fails_alone(tiny_gallery):
     proc = build(tiny_gallery, "--no-site")
     assert proc.returncode == 1
     assert "broken.png" in proc.stdout and "1 FAILURE" in proc.stdout
-    assert "2 results (2 from cache)" in proc.stdout
+    assert "4 results (4 from cache)" in proc.stdout
     report = json.loads((load_config(tiny_gallery).output / "run_report.json").read_text())
     assert [f["image"] for f in report["failures"]] == ["broken.png"]
 
@@ -86,4 +88,4 @@ def test_failing_model_does_not_stop_the_others(tiny_gallery):
     proc = build(tiny_gallery, "--no-site")
     assert proc.returncode == 1
     assert "Tiny Swin" in proc.stdout and "file:" in proc.stdout
-    assert "2 results" in proc.stdout  # the ViT still ran on both images
+    assert "4 results" in proc.stdout  # the ViT still ran on both images

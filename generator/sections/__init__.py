@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .base import ModelInput, Section
 from .heads import HeadsSection
+from .rollout import RolloutSection
 
-SECTIONS: tuple[type[Section], ...] = (HeadsSection,)
+SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection)
 
 __all__ = ["SECTIONS", "ModelInput", "Section"]

@@ -1,0 +1,87 @@
+"""Section: attention rollout for ViT models (fusions, discard sweep, progression, gradient-weighted)."""
+
+from __future__ import annotations
+
+import torch
+from matplotlib.figure import Figure
+
+from ..attention import vit_attention, vit_attention_gradients, vit_token_layout
+from ..cache import Record
+from ..images import ImageItem
+from ..models import LoadedModel
+from ..render.rollout import fusion_figure, gradient_figure, progression_figure
+from ..rollout import attention_rollout, gradient_rollout, rollout_mask, rollout_progression
+from .base import ModelInput, Section
+from .common import prediction_meta
+
+
+class RolloutSection(Section):
+    name = "rollout"
+    title = "Information flow: attention rollout"
+    families = ("vit",)
+    template = "sections/rollout.md.j2"
+
+    def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
+        s = self.settings
+        layout = vit_token_layout(model.module)
+        if not layout.has_class_token:
+            raise ValueError(f"{model.name} has no CLS token: rollout reads the CLS row")
+        cls = layout.prefix_names.index("CLS")
+        x = inputs.x[None].to(model.device)
+        with torch.inference_mode():
+            logits, attn = vit_attention(model.module, x)
+        attn = attn.double()  # products over many blocks: keep them exact
+        common = dict(start_block=s.start_block, normalize=s.normalize, keep_index=cls)
+        if s.start_block >= attn.shape[0]:
+            raise ValueError(f"start_block {s.start_block} but {model.name} has {attn.shape[0]} blocks")
+        masks = torch.stack([
+            torch.stack([
+                rollout_mask(attention_rollout(attn, head_fusion=f, discard_ratio=r, **common), layout.grid,
+                             layout.num_prefix_tokens, query=cls)[0]
+                for f in s.fusions
+            ])
+            for r in s.discard_ratios
+        ])  # ratios, fusions, h, w
+        progression = rollout_progression(attn, layout.grid, layout.num_prefix_tokens, head_fusion=s.progression_fusion,
+                                          discard_ratio=s.discard_ratios[0], **common)[:, 0]
+        arrays = {"view": inputs.view, "masks": masks.float().numpy(), "progression": progression.float().numpy()}
+        meta = {**prediction_meta(model, logits[0]), "fusions": list(s.fusions), "discard_ratios": list(s.discard_ratios),
+                "start_block": s.start_block, "normalize": s.normalize, "progression_fusion": s.progression_fusion,
+                "blocks": list(range(s.start_block, attn.shape[0])), "grid": list(layout.grid)}
+        if s.gradient:
+            target = logits.argmax(-1)
+            _, attn_used, grads = vit_attention_gradients(model.module, x, target)
+            weighted = gradient_rollout(attn_used.double(), grads.double(), start_block=s.gradient_start_block)
+            arrays["gradient"] = rollout_mask(weighted, layout.grid, layout.num_prefix_tokens, query=cls)[0].float().numpy()
+            arrays["plain"] = rollout_mask(attention_rollout(attn, discard_ratio=0.0, start_block=s.gradient_start_block,
+                                                             keep_index=cls),
+                                           layout.grid, layout.num_prefix_tokens, query=cls)[0].float().numpy()
+            meta["gradient_target"] = model.class_names[int(target[0])]
+        return Record(section=self.name, model=model.name, image=image.slug, arrays=arrays, meta=meta)
+
+    def render(self, record: Record) -> dict[str, Figure]:
+        m, a = record.meta, record.arrays
+        figures = {
+            "": fusion_figure(a["view"], a["masks"], m["fusions"], m["discard_ratios"],
+                              f"{m['model_display']}: rollout by head fusion"),
+            "progression": progression_figure(a["view"], a["progression"], m["blocks"],
+                                              f"{m['model_display']}: rollout block by block"),
+        }
+        if "gradient" in a:
+            figures["gradient"] = gradient_figure(a["view"], a["plain"], a["gradient"], m["gradient_target"],
+                                                  f"{m['model_display']}: plain vs gradient-weighted rollout")
+        return figures
+
+    def caption(self, record: Record, figure_id: str = "") -> str:
+        m = record.meta
+        norm = "rows re-normalised" if m["normalize"] else "rows not re-normalised"
+        if figure_id == "progression":
+            return (f"{m['model_display']}: the CLS row of the rollout after each block from block {m['start_block']} "
+                    f"({m['progression_fusion']} fusion, discard {m['discard_ratios'][0]:g}, {norm}); "
+                    "each panel scaled to its maximum.")
+        if figure_id == "gradient":
+            return (f"{m['model_display']}: plain rollout (mean fusion, no discard) next to the gradient-weighted rollout "
+                    f"for the predicted class {m['gradient_target']}, both from block {0}; scaled to their maxima.")
+        return (f"{m['model_display']}: rollout of the CLS token from block {m['start_block']} with "
+                f"{', '.join(m['fusions'])} head fusion and discard ratio {', '.join(f'{r:g}' for r in m['discard_ratios'])}, "
+                f"{norm}; each panel scaled to its maximum.")
