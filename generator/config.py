@@ -24,6 +24,7 @@ __all__ = [
     "ModelConfig",
     "RunConfig",
     "SectionsConfig",
+    "SwinConfig",
     "load_config",
     "parse_config",
 ]
@@ -74,11 +75,30 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True)
+class SwinConfig:
+    """Swin window-attention maps (the study's Figure 4) and the Swin rollout, Swin family only."""
+
+    enabled: bool = True
+    #: Blocks drawn as window maps, as [stage, block] pairs counted from 1 (the study: stage 3, block 1).
+    #: Pairs a model does not have are skipped, and the page says so.
+    targets: tuple[tuple[int, ...], ...] = ((3, 1), (1, 1))
+    #: The query patch inside every window: "center" or [row, col] within the window.
+    query: Union[Literal["center"], tuple[int, ...]] = "center"
+    #: "overlay" (maps on the image), "raw" (maps alone) or "both".
+    style: Literal["overlay", "raw", "both"] = "overlay"
+    rollout: bool = True
+    rollout_fusion: Literal["mean", "max", "min"] = "mean"
+    rollout_discard_ratio: float = 0.9
+    rollout_normalize: bool = False
+
+
+@dataclass(frozen=True)
 class SectionsConfig:
     """One entry per gallery section; each section's issue adds its own table here."""
 
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    swin: SwinConfig = field(default_factory=SwinConfig)
 
 
 # --------------------------------------------------------------------------- models
@@ -219,6 +239,14 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
     for key in ("start_block", "gradient_start_block"):
         if getattr(rollout, key) < 0:
             raise ConfigError(source, f"sections.rollout.{key}", "must be ≥ 0")
+    swin = cfg.sections.swin
+    for i, target in enumerate(swin.targets):
+        if len(target) != 2 or min(target) < 1:
+            raise ConfigError(source, f"sections.swin.targets[{i}]", f"expected [stage, block], both ≥ 1, got {list(target)}")
+    if swin.query != "center" and (len(swin.query) != 2 or min(swin.query) < 0):
+        raise ConfigError(source, "sections.swin.query", f"expected \"center\" or [row, col] ≥ 0, got {swin.query!r}")
+    if not 0.0 <= swin.rollout_discard_ratio < 1.0:
+        raise ConfigError(source, "sections.swin.rollout_discard_ratio", f"must be in [0, 1), got {swin.rollout_discard_ratio}")
     query = cfg.sections.heads.query
     if isinstance(query, int) and query < 0:
         raise ConfigError(source, "sections.heads.query", "a patch index must be ≥ 0")

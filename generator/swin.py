@@ -28,6 +28,7 @@ __all__ = [
     "swin_blocks",
     "swin_rollout",
     "window_attention",
+    "window_query_maps",
     "window_token_index",
 ]
 
@@ -290,3 +291,33 @@ def swin_rollout(
             total = stage_rollout @ (link @ total)
         progression.append(total.mean(dim=1).reshape(-1, *first_grid))
     return progression[-1], progression
+
+
+def window_query_maps(
+    window_attn: torch.Tensor, geometry: BlockGeometry, query: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each window's query-patch attention, recombined into one map over the stage's grid.
+
+    Every window contributes the attention row of its patch at in-window position ``query``
+    (row, col); each key lands at its original grid position, so shifted blocks come out in
+    the image's own frame.
+
+    Args:
+        window_attn: (batch, windows, heads, w², w²).
+        query: (row, col) inside the window.
+
+    Returns:
+        maps: (batch, heads, H, W).
+        query_positions: (windows, 2) long, (row, col) of each window's query patch on the grid.
+    """
+    wh, ww = geometry.window
+    if not (0 <= query[0] < wh and 0 <= query[1] < ww):
+        raise ValueError(f"query position {query} is outside the {wh}×{ww} window")
+    index = window_token_index(geometry).to(window_attn.device)  # windows, P
+    slot = query[0] * ww + query[1]
+    batch, windows, heads, p, _ = window_attn.shape
+    rows = window_attn[:, :, :, slot, :]  # batch, windows, heads, P
+    flat = window_attn.new_zeros(batch, heads, geometry.grid[0] * geometry.grid[1])
+    flat[:, :, index.reshape(-1)] = rows.permute(0, 2, 1, 3).reshape(batch, heads, windows * p)
+    positions = torch.stack([index[:, slot] // geometry.grid[1], index[:, slot] % geometry.grid[1]], dim=1)
+    return flat.reshape(batch, heads, *geometry.grid), positions

@@ -173,3 +173,19 @@ def test_swin_rollout_sums_to_one_and_batches(embedded_swin):
     default, _ = swin_rollout(attention, geometry)
     assert torch.all(default >= 0) and default.shape == (2, 14, 14)
     assert_no_hooks(embedded_swin)
+
+
+def test_window_query_maps_by_hand():
+    from generator.swin import window_query_maps
+
+    g = BlockGeometry(grid=(4, 4), window=(2, 2), shift=(1, 1))
+    attn = torch.arange(4 * 4 * 4, dtype=torch.float64).reshape(1, 4, 1, 4, 4)  # batch, windows, heads, P, P
+    maps, positions = window_query_maps(attn, g, (1, 0))  # slot 2 of each window
+    index = window_token_index(g)
+    for w in range(4):
+        for k in range(4):
+            r, c = divmod(int(index[w, k]), 4)
+            assert maps[0, 0, r, c] == attn[0, w, 0, 2, k]
+        assert positions[w].tolist() == list(divmod(int(index[w, 2]), 4))
+    with pytest.raises(ValueError, match="outside"):
+        window_query_maps(attn, g, (2, 0))

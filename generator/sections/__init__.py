@@ -5,7 +5,8 @@ from __future__ import annotations
 from .base import ModelInput, Section
 from .heads import HeadsSection
 from .rollout import RolloutSection
+from .swin import SwinSection
 
-SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection)
+SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection)
 
 __all__ = ["SECTIONS", "ModelInput", "Section"]
