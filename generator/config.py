@@ -21,6 +21,7 @@ __all__ = [
     "GalleryConfig",
     "HeadsConfig",
     "RolloutConfig",
+    "LimeConfig",
     "ModelConfig",
     "RunConfig",
     "SectionsConfig",
@@ -41,6 +42,13 @@ class ConfigError(ValueError):
 
 
 # --------------------------------------------------------------------------- sections
+
+#: lime's segmentation algorithms with lime's own default parameters.
+LIME_SEGMENTATIONS: dict[str, dict] = {
+    "quickshift": {"kernel_size": 4, "max_dist": 200, "ratio": 0.2},
+    "slic": {"n_segments": 50, "compactness": 10.0, "sigma": 1.0},
+    "felzenszwalb": {"scale": 100.0, "sigma": 0.5, "min_size": 50},
+}
 
 
 @dataclass(frozen=True)
@@ -93,12 +101,33 @@ class SwinConfig:
 
 
 @dataclass(frozen=True)
+class LimeConfig:
+    """LIME region explanations (the study's Figure 5), every model. Defaults follow lime's own."""
+
+    enabled: bool = True
+    num_samples: int = 1000
+    top_labels: int = 2
+    num_features: int = 5
+    #: Images per forward pass of the classifier function.
+    batch_size: int = 64
+    segmentation: Literal["quickshift", "slic", "felzenszwalb"] = "quickshift"
+    #: Parameters over lime's defaults for the chosen segmentation (quickshift: kernel_size 4, max_dist 200, ratio 0.2).
+    segmentation_params: dict[str, Union[int, float]] = field(default_factory=dict)
+    #: "mean" hides each superpixel with its mean colour (lime's default), or an [r, g, b] colour.
+    hide_color: Union[Literal["mean"], tuple[int, ...]] = "mean"
+    seed: int = 0
+    show_negative: bool = False
+    show_heatmap: bool = True
+
+
+@dataclass(frozen=True)
 class SectionsConfig:
     """One entry per gallery section; each section's issue adds its own table here."""
 
     heads: HeadsConfig = field(default_factory=HeadsConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     swin: SwinConfig = field(default_factory=SwinConfig)
+    lime: LimeConfig = field(default_factory=LimeConfig)
 
 
 # --------------------------------------------------------------------------- models
@@ -247,6 +276,16 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
         raise ConfigError(source, "sections.swin.query", f"expected \"center\" or [row, col] ≥ 0, got {swin.query!r}")
     if not 0.0 <= swin.rollout_discard_ratio < 1.0:
         raise ConfigError(source, "sections.swin.rollout_discard_ratio", f"must be in [0, 1), got {swin.rollout_discard_ratio}")
+    lime = cfg.sections.lime
+    for key, low in (("num_samples", 2), ("num_features", 1), ("top_labels", 1), ("batch_size", 1)):
+        if getattr(lime, key) < low:
+            raise ConfigError(source, f"sections.lime.{key}", f"must be ≥ {low}, got {getattr(lime, key)}")
+    for name in lime.segmentation_params:
+        if name not in LIME_SEGMENTATIONS[lime.segmentation]:
+            raise ConfigError(source, f"sections.lime.segmentation_params.{name}",
+                              f"not a {lime.segmentation} parameter{_suggest(name, LIME_SEGMENTATIONS[lime.segmentation])}")
+    if lime.hide_color != "mean" and (len(lime.hide_color) != 3 or not all(0 <= c <= 255 for c in lime.hide_color)):
+        raise ConfigError(source, "sections.lime.hide_color", f"expected \"mean\" or [r, g, b] in 0…255, got {lime.hide_color!r}")
     query = cfg.sections.heads.query
     if isinstance(query, int) and query < 0:
         raise ConfigError(source, "sections.heads.query", "a patch index must be ≥ 0")
@@ -319,6 +358,11 @@ def _coerce(tp: Any, value: Any, key: str, source: Path | None) -> Any:
         if isinstance(value, str) and literal_errors:
             raise literal_errors[0]
         raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(source, key, f"expected a table, got {type(value).__name__}")
+        _key_tp, value_tp = typing.get_args(tp)
+        return {str(k): _coerce(value_tp, v, f"{key}.{k}", source) for k, v in value.items()}
     if origin is tuple:
         if not isinstance(value, list):
             raise ConfigError(source, key, f"expected {_describe(tp)}, got {type(value).__name__}")

@@ -60,6 +60,8 @@ class JobResult:
     meta: dict[str, Any]
     figures: dict[str, FigureRef]
     cached: bool
+    #: The few record arrays a section keeps for cross-model page extras.
+    arrays: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -262,7 +264,8 @@ def _run_job(section: Section, model: LoadedModel, image: ImageItem, job: Job, c
         cache.put(job.key, record)
     figures = _render(section, record, job, cache, docs_dir, model_slug, dpi)
     return JobResult(section=section.name, model=model.name, image=image.slug, key=job.key,
-                     meta=record.meta, figures=figures, cached=cached)
+                     meta=record.meta, figures=figures, cached=cached,
+                     arrays={k: record.arrays[k] for k in section.summary_arrays if k in record.arrays})
 
 
 def _render(section: Section, record: Record, job: Job, cache: ResultCache, docs_dir: Path,

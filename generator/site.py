@@ -84,6 +84,13 @@ def _thumbnail(rgb: np.ndarray, path: Path, size: int = 256) -> None:
     write_if_changed(path, buffer.getvalue())
 
 
+def markdown_table(frame) -> Markup:
+    """A pandas DataFrame as a Markdown table, every cell escaped."""
+    escaped = frame.map(lambda v: escape_md(v) if isinstance(v, str) else v)
+    escaped.columns = [escape_md(c) for c in frame.columns]
+    return Markup(escaped.to_markdown(index=False))
+
+
 def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[Path]:
     """Write every Markdown page of the gallery into ``result.docs_dir``; return their paths."""
     env = make_environment(templates_dir)
@@ -101,15 +108,17 @@ def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[
         by_image[r.image][r.section].append(r)
     model_order = {m.name: i for i, m in enumerate(result.models)}
     model_by_name = {m.name: m for m in result.models}
-    sections = [cls for cls in SECTIONS]
+    sections = [cls(result.config) for cls in SECTIONS]
 
     for image in result.images:
         _thumbnail(image.rgb, docs / "inputs" / f"{image.slug}.png")
         blocks = []
-        for cls in sections:
-            items = sorted(by_image[image.slug].get(cls.name, []), key=lambda r: model_order.get(r.model, 0))
+        for section in sections:
+            items = sorted(by_image[image.slug].get(section.name, []), key=lambda r: model_order.get(r.model, 0))
             if items:
-                blocks.append({"section": cls, "results": items})
+                extras = {k: markdown_table(v) if hasattr(v, "to_markdown") else v
+                          for k, v in section.page_extras(items).items()}
+                blocks.append({"section": section, "results": items, "extras": extras})
         failures = [f for f in result.failures if f.image == image.slug]
         page("image.md.j2", f"images/{image.slug}.md", image=image, blocks=blocks, models=model_by_name,
              failures=failures)

@@ -48,6 +48,11 @@ weights = "random:0"
 name = "Tiny Swin"
 arch = "swin_fmnist_patch2_28"
 weights = "random:1"
+
+[sections.lime]
+num_samples = 60
+segmentation = "slic"
+segmentation_params = {{ n_segments = 12 }}
 {extra}
 """
 

@@ -43,6 +43,8 @@ def test_build_produces_site_with_every_page_and_figure(tiny_gallery):
             assert (site / "figures" / "heads" / "tiny-vit" / f"{slug}.{ext}").is_file()
         for folder in ("rollout", "rollout-progression", "rollout-gradient"):
             assert (site / "figures" / folder / "tiny-vit" / f"{slug}.pdf").is_file()
+        for model in ("tiny-vit", "tiny-swin"):
+            assert (site / "figures" / "lime" / model / f"{slug}.png").is_file()
         for folder in ("swin-s1b1", "swin-rollout"):
             assert (site / "figures" / folder / "tiny-swin" / f"{slug}.png").is_file()
         assert not (docs / "figures" / "heads" / "tiny-swin").exists()
@@ -67,7 +69,8 @@ def test_build_produces_site_with_every_page_and_figure(tiny_gallery):
 
     report = json.loads((cfg.output / "run_report.json").read_text())
     assert report["failures"] == []
-    assert report["jobs"]["total"] == 9  # (heads + rollout) × 3 images for the ViT, swin × 3 for the Swin
+    assert report["jobs"]["total"] == 15  # (heads + rollout + lime) × 3 for the ViT, (swin + lime) × 3 for the Swin
+    assert "IoU of top" in (docs / "images" / "synthetic-0.md").read_text()
     assert all(len(m["weights_sha256"]) == 64 for m in report["models"])
 
 
@@ -78,7 +81,7 @@ def test_second_build_uses_cache_and_bad_image_fails_alone(tiny_gallery):
     proc = build(tiny_gallery, "--no-site")
     assert proc.returncode == 1
     assert "broken.png" in proc.stdout and "1 FAILURE" in proc.stdout
-    assert "6 results (6 from cache)" in proc.stdout
+    assert "10 results (10 from cache)" in proc.stdout
     report = json.loads((load_config(tiny_gallery).output / "run_report.json").read_text())
     assert [f["image"] for f in report["failures"]] == ["broken.png"]
 
@@ -90,4 +93,4 @@ def test_failing_model_does_not_stop_the_others(tiny_gallery):
     proc = build(tiny_gallery, "--no-site")
     assert proc.returncode == 1
     assert "Tiny Swin" in proc.stdout and "file:" in proc.stdout
-    assert "4 results" in proc.stdout  # the ViT still ran on both images
+    assert "6 results" in proc.stdout  # the ViT still ran on both images

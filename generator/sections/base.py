@@ -48,6 +48,8 @@ class Section(ABC):
     template: ClassVar[str]
     #: Bump when the computation changes, so cached results are recomputed.
     version: ClassVar[int] = 1
+    #: Record arrays kept with the job result for cross-model page extras (e.g. LIME's IoU table).
+    summary_arrays: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: GalleryConfig):
         self.config = config
@@ -76,6 +78,10 @@ class Section(ABC):
     @abstractmethod
     def render(self, record: Record) -> dict[str, Figure]:
         """Draw the record's figures: figure id ("" for the main one) → matplotlib Figure."""
+
+    def page_extras(self, results: list) -> dict[str, Any]:
+        """Extra page context computed from all models' results for one image (default: none)."""
+        return {}
 
     def caption(self, record: Record, figure_id: str = "") -> str:
         """Plain-text caption for a figure (escaped when pages are written)."""

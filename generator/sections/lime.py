@@ -1,0 +1,92 @@
+"""Section: LIME regions for every model, and how much the models agree (IoU of top-1 regions)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
+
+from ..cache import Record
+from ..images import ImageItem
+from ..lime_explain import explain_image, region_iou, region_mask, weight_map
+from ..models import LoadedModel
+from ..render.lime import lime_figure
+from .base import ModelInput, Section
+
+
+class LimeSection(Section):
+    name = "lime"
+    title = "LIME: which regions decide"
+    families = ("vit", "swin")
+    template = "sections/lime.md.j2"
+    summary_arrays = ("support_0",)
+
+    def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
+        s = self.settings
+        explanation = explain_image(
+            model.module, inputs.view, num_samples=s.num_samples, top_labels=min(s.top_labels, len(model.class_names)),
+            num_features=s.num_features, seed=s.seed, batch_size=s.batch_size,
+            hide_color=None if s.hide_color == "mean" else tuple(s.hide_color),
+            segmentation=s.segmentation, segmentation_params=dict(s.segmentation_params))
+        probs = explanation_probs(explanation, model, inputs)
+        arrays = {"view": inputs.view, "segments": explanation.segments.astype(np.int32)}
+        labels = []
+        for rank, label in enumerate(explanation.top_labels):
+            arrays[f"support_{rank}"] = region_mask(explanation, label, s.num_features, positive=True)
+            arrays[f"oppose_{rank}"] = region_mask(explanation, label, s.num_features, positive=False)
+            arrays[f"weights_{rank}"] = weight_map(explanation, label).astype(np.float32)
+            labels.append({"index": int(label), "label": model.class_names[int(label)], "prob": round(float(probs[label]), 6),
+                           "intercept": round(float(explanation.intercept[label]), 6)})
+        segments = int(len(np.unique(explanation.segments)))
+        meta = {"model_display": model.display_name, "random_weights": model.random_weights,
+                "top": [{"index": l["index"], "label": l["label"], "prob": l["prob"]} for l in labels],
+                "labels": labels, "segments": segments, "degenerate": segments < 2,
+                "score": round(float(explanation.score), 6), "num_samples": s.num_samples,
+                "num_features": s.num_features, "segmentation": s.segmentation,
+                "segmentation_params": dict(s.segmentation_params), "hide_color": s.hide_color,
+                "show_negative": s.show_negative, "show_heatmap": s.show_heatmap}
+        return Record(section=self.name, model=model.name, image=image.slug, arrays=arrays, meta=meta)
+
+    def render(self, record: Record) -> dict[str, Figure]:
+        m, a = record.meta, record.arrays
+        panels, heatmaps = [], []
+        for rank, label in enumerate(m["labels"]):
+            name = f"{label['label']} ({100 * label['prob']:.1f}%)"
+            panels.append({"mask": a[f"support_{rank}"], "title": f"for {name}", "support": True})
+            if m["show_negative"]:
+                panels.append({"mask": a[f"oppose_{rank}"], "title": f"against {name}", "support": False})
+            if m["show_heatmap"]:
+                heatmaps.append({"weights": a[f"weights_{rank}"], "title": f"weights: {label['label']}"})
+        suffix = " (one segment: degenerate)" if m["degenerate"] else ""
+        return {"": lime_figure(a["view"], panels, f"{m['model_display']}: LIME regions{suffix}", heatmaps)}
+
+    def caption(self, record: Record, figure_id: str = "") -> str:
+        m = record.meta
+        names = "; ".join(f"#{i + 1} {l['label']} at {100 * l['prob']:.1f}%" for i, l in enumerate(m["labels"]))
+        degenerate = " The segmentation found a single superpixel, so this explanation is degenerate." if m["degenerate"] else ""
+        return (f"{m['model_display']}: the {m['num_features']} strongest superpixels for each top class (green tint "
+                f"and outline{', red: against the class' if m['show_negative'] else ''}; {names}), from "
+                f"{m['num_samples']} perturbed samples over {m['segments']} {m['segmentation']} superpixels."
+                f"{degenerate}")
+
+    def page_extras(self, results) -> dict:
+        """IoU of the top-1 supporting regions between every pair of models on this image."""
+        masks = {r.model: r.arrays["support_0"] for r in results if "support_0" in r.arrays}
+        if len(masks) < 2:
+            return {}
+        size = max(m.shape for m in masks.values())
+        resized = {k: np.array(Image.fromarray(v.astype(np.uint8) * 255).resize(size[::-1], Image.Resampling.NEAREST)) > 127
+                   for k, v in masks.items()}
+        rows = [{"Model A": a, "Model B": b, "IoU of top-1 regions": f"{region_iou(resized[a], resized[b]):.2f}"}
+                for a, b in itertools.combinations(masks, 2)]
+        return {"iou_table": pd.DataFrame(rows)}
+
+
+def explanation_probs(explanation, model: LoadedModel, inputs: ModelInput) -> np.ndarray:
+    """The unperturbed image's class probabilities, as LIME saw them (sample 0 keeps every superpixel)."""
+    from ..lime_explain import predict_fn
+
+    return predict_fn(model.module, 1)(inputs.view[None])[0]
