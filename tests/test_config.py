@@ -89,3 +89,14 @@ def test_cli_exits_2_and_names_the_key(tmp_path, images):
     assert "sections.heads.scael" in proc.stderr
     assert "did you mean 'scale'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_shipped_report_config_is_valid():
+    from .conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "report.toml")
+    assert [m.arch for m in cfg.models] == ["vit_base_patch16_224", "swin_base_patch4_window7_224",
+                                            "swin_tiny_patch4_window7_224"]
+    assert all(m.weights == "hub" for m in cfg.models)
+    assert sorted(p.name for p in cfg.images.iterdir()) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"]
+    assert cfg.sections.swin.targets == ((3, 1), (1, 1))
