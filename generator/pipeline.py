@@ -77,6 +77,7 @@ class ModelSummary:
     random_weights: bool
     num_classes: int
     data_config: dict[str, Any]
+    structure: str = ""
 
 
 @dataclass
@@ -304,8 +305,19 @@ def _summarise(model: LoadedModel, slug: str) -> ModelSummary:
         weights_sha256=model.weights_sha256,
         random_weights=model.random_weights,
         num_classes=len(model.class_names),
+        structure=_structure(model),
         data_config={k: (list(v) if isinstance(v, tuple) else v) for k, v in model.data_config.items()},
     )
+
+
+def _structure(model: LoadedModel) -> str:
+    module = model.module
+    if model.family == "vit":
+        return f"{len(module.blocks)} blocks × {module.blocks[0].attn.num_heads} heads, patch grid {tuple(module.patch_embed.grid_size)}"
+    depths = [len(stage.blocks) for stage in module.layers]
+    heads = [stage.blocks[0].attn.num_heads for stage in module.layers]
+    return (f"{len(depths)} stages of {'-'.join(map(str, depths))} blocks, "
+            f"{'-'.join(map(str, heads))} heads, window {tuple(module.layers[0].blocks[0].window_size)}")
 
 
 def run_report_dict(result: RunResult) -> dict[str, Any]:

@@ -124,11 +124,52 @@ def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[
              failures=failures)
 
     report = run_report_dict(result)
+    chapters = chapter_list(result)
     page("index.md.j2", "index.md", config=result.config, images=result.images, models=result.models,
-         report=report)
+         report=report, chapters=chapters)
+    page("chapters/attention.md.j2", "chapters/attention.md", models=result.models)
+    page("chapters/obtaining.md.j2", "chapters/obtaining.md")
+    for section in sections:
+        slug, title, intro = section.chapter
+        entries = []
+        for image in result.images:
+            items = sorted(by_image[image.slug].get(section.name, []), key=lambda r: model_order.get(r.model, 0))
+            if items:
+                extras = {k: markdown_table(v) if hasattr(v, "to_markdown") else v
+                          for k, v in section.page_extras(items).items()}
+                entries.append({"image": image, "section": section, "results": items, "extras": extras})
+        page("chapters/section.md.j2", f"chapters/{slug}.md", chapter={"title": title, "intro": intro},
+             entries=entries, models=model_by_name)
+    config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
+    page("reproducibility.md.j2", "reproducibility.md", report=report, config=result.config, config_text=config_text)
+    page("figure-list.md.j2", "figure-list.md", figures=figure_index(result), dpi=result.config.run.dpi)
     page("run-report.md.j2", "run-report.md", report=report, failures=result.failures)
     _remove_stale_pages(docs, written)
     return written
+
+
+def chapter_list(result: RunResult) -> list[dict[str, str]]:
+    """The site's chapters in the study's order: two explanatory pages, then one per section."""
+    chapters = [{"title": "The attention mechanism", "path": "chapters/attention.md"},
+                {"title": "Obtaining attention", "path": "chapters/obtaining.md"}]
+    for cls in SECTIONS:
+        slug, title, _ = cls.chapter
+        chapters.append({"title": title, "path": f"chapters/{slug}.md"})
+    chapters.append({"title": "Reproducibility", "path": "reproducibility.md"})
+    return chapters
+
+
+def figure_index(result: RunResult) -> list[dict[str, str]]:
+    """Every written figure with its caption, in page order."""
+    names = {i.slug: i.name for i in result.images}
+    models = {m.name: m.display_name for m in result.models}
+    rows = []
+    for r in result.results:
+        for figure_id, ref in r.figures.items():
+            section = r.section if not figure_id else f"{r.section} ({figure_id})"
+            rows.append({"section": section, "model": models.get(r.model, r.model), "image": names.get(r.image, r.image),
+                         "image_slug": r.image, "caption": ref.caption, "png": ref.png, "pdf": ref.pdf})
+    return rows
 
 
 def _remove_stale_pages(docs: Path, keep: list[Path]) -> None:
@@ -140,11 +181,14 @@ def _remove_stale_pages(docs: Path, keep: list[Path]) -> None:
 
 
 def nav(result: RunResult) -> list[Any]:
-    return [
-        {"Home": "index.md"},
-        {"Images": [{image.name: f"images/{image.slug}.md"} for image in result.images]},
-        {"Run report": "run-report.md"},
-    ]
+    """Navigation mirroring the study's chapters, then the images, figures and the run report."""
+    return (
+        [{"Introduction": "index.md"}]
+        + [{c["title"]: c["path"]} for c in chapter_list(result)]
+        + [{"Images": [{image.name: f"images/{image.slug}.md"} for image in result.images]},
+           {"Figures": "figure-list.md"},
+           {"Run report": "run-report.md"}]
+    )
 
 
 def write_mkdocs_config(result: RunResult, base_config: Path = BASE_MKDOCS) -> Path:

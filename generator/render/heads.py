@@ -35,6 +35,7 @@ def head_grid_figure(
     ax_img.imshow(view, interpolation="lanczos" if view.shape[0] >= 64 else "nearest")
     ax_img.set_title("input", pad=3)
     ax_img.set_axis_off()
+    ax_img.set_anchor("N")  # the image sits at the top, beside block 0
     grid = right.add_gridspec(blocks, heads + 1, width_ratios=[1.0] * heads + [0.08], wspace=0.06, hspace=0.12)
     for b in range(blocks):
         row = maps[b]

@@ -46,6 +46,8 @@ class Section(ABC):
     families: ClassVar[tuple[str, ...]] = ("vit", "swin")
     #: Jinja2 partial (under templates/) that shows this section's results on an image page.
     template: ClassVar[str]
+    #: The site chapter that gathers this section over all images: (slug, title, intro template).
+    chapter: ClassVar[tuple[str, str, str]]
     #: Bump when the computation changes, so cached results are recomputed.
     version: ClassVar[int] = 1
     #: Record arrays kept with the job result for cross-model page extras (e.g. LIME's IoU table).

@@ -20,6 +20,7 @@ class HeadsSection(Section):
     title = "Attention heads"
     families = ("vit",)
     template = "sections/heads.md.j2"
+    chapter = ("vit-attention", "ViT attention", "chapters/heads_intro.md.j2")
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         layout = vit_token_layout(model.module)

@@ -22,6 +22,7 @@ class LimeSection(Section):
     title = "LIME: which regions decide"
     families = ("vit", "swin")
     template = "sections/lime.md.j2"
+    chapter = ("lime", "LIME", "chapters/lime_intro.md.j2")
     summary_arrays = ("support_0",)
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:

@@ -20,6 +20,7 @@ class RolloutSection(Section):
     title = "Information flow: attention rollout"
     families = ("vit",)
     template = "sections/rollout.md.j2"
+    chapter = ("information-flow", "Information flow", "chapters/rollout_intro.md.j2")
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         s = self.settings

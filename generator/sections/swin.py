@@ -19,6 +19,7 @@ class SwinSection(Section):
     title = "Swin attention: windows, shifts and rollout"
     families = ("swin",)
     template = "sections/swin.md.j2"
+    chapter = ("swin-attention", "Swin attention", "chapters/swin_intro.md.j2")
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         s = self.settings
