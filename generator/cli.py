@@ -70,6 +70,20 @@ def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, q
     sys.exit(1 if (result.failures or site_failed) else 0)
 
 
+@main.command("clean-cache")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("gallery.toml"),
+              show_default=True, help="The gallery whose cache to remove.")
+def clean_cache(config_path: Path) -> None:
+    """Delete the result cache of a gallery (figures and pages stay until the next build)."""
+    from .cache import ResultCache
+
+    config = _load_config_or_exit(config_path, {})
+    cache = ResultCache(config.output / "cache")
+    size = cache.size_bytes()
+    cache.clear()
+    click.echo(f"removed {cache.root} ({size / 1e6:.1f} MB)")
+
+
 @main.command("train-demo")
 @click.option("--model", "model_kind", type=click.Choice(["vit", "swin", "all"]), default="all", show_default=True,
               help="Which embedded model to train.")

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import __version__
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, write_if_changed
 from .cache import Record, ResultCache, cache_key, canonical_json
 from .config import GalleryConfig
 from .images import ImageItem, scan_images, unique_slugs
@@ -146,8 +146,7 @@ def figure_stem(docs_dir: Path, section: str, figure_id: str, model_slug: str, i
     """``figures/<section>[-<id>]/<model>/<image>`` under the docs folder (slugs only: no escapes)."""
     folder = section if not figure_id else f"{section}-{figure_id}"
     stem = docs_dir / "figures" / folder / model_slug / image_slug
-    if docs_dir.resolve() not in stem.resolve().parents:
-        raise ValueError(f"figure path {stem} would leave the output folder")
+    ensure_inside(docs_dir, stem)
     return stem
 
 
@@ -259,14 +258,44 @@ def _run_job(section: Section, model: LoadedModel, image: ImageItem, job: Job, c
     cached = record is not None
     if record is None:
         if image.slug not in inputs_by_image:
-            view, x = preprocess(model, image.rgb)
-            inputs_by_image[image.slug] = ModelInput(view=view, x=x)
+            inputs_by_image[image.slug] = prepare_input(model, image)
         record = section.compute(model, image, inputs_by_image[image.slug])
         cache.put(job.key, record)
+    write_data(docs_dir, section.name, model_slug, job, record)
     figures = _render(section, record, job, cache, docs_dir, model_slug, dpi)
     return JobResult(section=section.name, model=model.name, image=image.slug, key=job.key,
                      meta=record.meta, figures=figures, cached=cached,
                      arrays={k: record.arrays[k] for k in section.summary_arrays if k in record.arrays})
+
+
+def prepare_input(model: LoadedModel, image: ImageItem) -> ModelInput:
+    """The model's own preprocessing; notes an image smaller than the model's input (it gets upscaled)."""
+    view, x = preprocess(model, image.rgb)
+    h, w = image.rgb.shape[:2]
+    ih, iw = model.input_size
+    if h < ih or w < iw:
+        note = f"{w}×{h} pixels: upscaled to {iw}×{ih} by {model.name}'s transform"
+        if note not in image.notes:
+            image.notes.append(note)
+    return ModelInput(view=view, x=x)
+
+
+def write_data(docs_dir: Path, section: str, model_slug: str, job: Job, record: Record) -> Path:
+    """The record's metadata as stable JSON: ``data/<section>/<model>/<image>.json`` (byte-identical reruns)."""
+    import json
+
+    path = docs_dir / "data" / section / model_slug / f"{record.image}.json"
+    ensure_inside(docs_dir, path)
+    payload = {"section": section, "model": record.model, "image": record.image, "cache_key": job.key,
+               "result": record.meta}
+    write_if_changed(path, (json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
+    return path
+
+
+def ensure_inside(root: Path, path: Path) -> None:
+    """Refuse a path that would leave ``root`` (``..``, absolute parts, symlinks pointing out)."""
+    if root.resolve() not in path.resolve().parents:
+        raise ValueError(f"output path {path} would leave the output folder {root}")
 
 
 def _render(section: Section, record: Record, job: Job, cache: ResultCache, docs_dir: Path,

@@ -22,7 +22,7 @@ from markupsafe import Markup
 from PIL import Image
 
 from .atomic import write_if_changed
-from .pipeline import JobResult, RunResult, run_report_dict
+from .pipeline import JobResult, RunResult, ensure_inside, run_report_dict
 from .sections import SECTIONS
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +100,7 @@ def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[
     def page(template: str, target: str, **context: Any) -> None:
         text = env.get_template(template).render(**context)
         path = docs / target
+        ensure_inside(docs, path)
         write_if_changed(path, text.encode("utf-8"))
         written.append(path)
 

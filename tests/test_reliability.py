@@ -1,0 +1,205 @@
+"""Bad images, cache integrity, resume after SIGKILL, determinism, path safety, no network."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from generator.cache import Record, ResultCache
+from generator.config import load_config
+from generator.images import scan_images, unique_slugs
+
+from .conftest import tiny_config_text, write_synthetic_images
+
+
+def write_bad_and_odd_images(folder: Path) -> dict[str, str]:
+    """Every odd mode (must load) and every broken kind (must fail once, clearly). name → expectation."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    base = Image.fromarray(rgb)
+    base.convert("L").save(folder / "grey.png")
+    base.convert("RGBA").save(folder / "rgba.png")
+    base.convert("LA").save(folder / "la.png")
+    base.convert("P").save(folder / "palette.png")
+    base.convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray((rng.integers(0, 65535, (24, 32))).astype(np.uint16)).save(folder / "sixteen.png")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when displayed
+    base.save(folder / "rotated.jpg", exif=exif)
+    frames = [Image.fromarray(np.full((16, 16, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.jpg").write_text("this is not an image")
+    buffer = io.BytesIO()
+    base.save(buffer, format="PNG")
+    (folder / "truncated.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    Image.new("L", (9000, 9000)).save(folder / "bomb.png")  # 81 MP > Pillow's 2× guard at this setting
+    return {"grey.png": "ok", "rgba.png": "ok", "la.png": "ok", "palette.png": "ok", "cmyk.jpg": "ok",
+            "sixteen.png": "ok", "rotated.jpg": "ok", "anim.gif": "ok", "empty.png": "empty file",
+            "text.jpg": "not an image", "truncated.png": "truncated or corrupt", "bomb.png": "decompression bomb"}
+
+
+def test_bad_and_odd_images(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 20_000_000)  # keep the bomb small on disk
+    expected = write_bad_and_odd_images(tmp_path)
+    items, failures = scan_images(tmp_path)
+    loaded = {i.name: i for i in items}
+    failed = {f.path.name: f.reason for f in failures}
+    for name, expectation in expected.items():
+        if expectation == "ok":
+            assert name in loaded, (name, failed.get(name))
+            assert loaded[name].rgb.dtype == np.uint8 and loaded[name].rgb.shape[2] == 3
+        else:
+            assert expectation in failed[name], (name, failed.get(name))
+    assert len(failures) == 4  # each bad file exactly once
+    assert loaded["rotated.jpg"].rgb.shape[:2] == (32, 24)  # EXIF rotation applied
+    assert any("EXIF" in n for n in loaded["rotated.jpg"].notes)
+    assert any("first frame" in n for n in loaded["anim.gif"].notes)
+    assert loaded["anim.gif"].rgb[0, 0, 0] == 10
+    assert loaded["sixteen.png"].rgb.max() > 200  # scaled from 16 bits, not clipped
+
+
+def test_slugs_are_safe_stable_and_unique():
+    names = ["Cat.png", "cat.png", "my photo (1).JPG", "ünïcødé.png", "<b>x&y<|b>.png", "....png", "a/../b.png"]
+    slugs = unique_slugs(names)
+    assert len(set(slugs.values())) == len(names)
+    for slug in slugs.values():
+        assert slug and all(c.isascii() and (c.isalnum() or c == "-") for c in slug)
+    assert unique_slugs(list(reversed(names))) == slugs  # order does not matter
+    assert slugs["my photo (1).JPG"] == "my-photo-1"
+
+
+def test_corrupt_cache_entry_is_discarded_and_recomputed(tmp_path):
+    cache = ResultCache(tmp_path)
+    record = Record("s", "m", "i", {"a": np.arange(5)}, {"x": 1})
+    cache.put("ab" * 32, record)
+    assert cache.get("ab" * 32).meta == {"x": 1}
+    entry = tmp_path / "ab" / ("ab" * 32)
+    (entry / "arrays.npz").write_bytes(b"garbage")
+    assert cache.get("ab" * 32) is None
+    assert not entry.exists() and cache.discarded == 1
+    cache.put("cd" * 32, record)
+    (tmp_path / "cd" / ("cd" * 32) / "ok").unlink()  # a write killed before its stamp
+    assert cache.get("cd" * 32) is None
+
+
+def build(config: Path, *args, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "generator", "build", "--config", str(config), "--quiet", "--no-site",
+                           *args], capture_output=True, text=True, timeout=900, **kwargs)
+
+
+def data_outputs(config: Path) -> dict[str, bytes]:
+    docs = load_config(config).output / "docs" / "data"
+    return {p.relative_to(docs).as_posix(): p.read_bytes() for p in sorted(docs.rglob("*.json"))}
+
+
+def test_kill_and_resume_gives_identical_outputs(tmp_path):
+    images = tmp_path / "images"
+    write_synthetic_images(images, count=3)
+    reference = tmp_path / "ref.toml"
+    reference.write_text(tiny_config_text(images, tmp_path / "ref"))
+    assert build(reference).returncode == 0
+    expected = data_outputs(reference)
+    assert len(expected) == 15
+
+    config = tmp_path / "killed.toml"
+    config.write_text(tiny_config_text(images, tmp_path / "killed"))
+    cache_root = load_config(config).output / "cache"
+    proc = subprocess.Popen([sys.executable, "-m", "generator", "build", "--config", str(config), "--quiet",
+                             "--no-site"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(cache_root.rglob("ok"))) < 4:  # mid-run: a few results done
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(list(cache_root.rglob("ok")))
+    assert 0 < done_before < 15, "the kill should land mid-run"
+    resumed = build(config)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert data_outputs(config) == expected
+    assert f"({done_before} from cache)" in resumed.stdout or "from cache" in resumed.stdout
+
+
+def test_determinism_and_cache_hits(tmp_path):
+    images = tmp_path / "images"
+    write_synthetic_images(images, count=2)
+    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
+    a.write_text(tiny_config_text(images, tmp_path / "a"))
+    b.write_text(tiny_config_text(images, tmp_path / "b"))
+    assert build(a).returncode == 0
+    assert build(b, "--no-cache").returncode == 0
+    assert data_outputs(a) == data_outputs(b)
+    again = build(a)
+    assert "10 results (10 from cache)" in again.stdout
+    # changing one parameter recomputes only the section that depends on it
+    a.write_text(tiny_config_text(images, tmp_path / "a", "[sections.heads]\nscale = \"panel\"\n"))
+    changed = build(a)
+    assert "10 results (8 from cache)" in changed.stdout
+
+
+def test_outputs_cannot_escape_the_output_folder(tmp_path):
+    from generator.pipeline import ensure_inside, figure_stem
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    with pytest.raises(ValueError, match="leave the output folder"):
+        figure_stem(docs, "heads", "", "..", "..")
+    with pytest.raises(ValueError, match="leave the output folder"):
+        ensure_inside(docs, docs / ".." / "x.md")
+    with pytest.raises(ValueError, match="leave the output folder"):
+        ensure_inside(docs, Path("/etc/passwd"))
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (docs / "figures").symlink_to(outside)
+    with pytest.raises(ValueError, match="leave the output folder"):
+        figure_stem(docs, "heads", "", "model", "image")
+    # a model named like a path still lands inside
+    from generator.images import unique_slugs as slugs
+
+    assert "/" not in slugs(["../../etc/passwd"])["../../etc/passwd"]
+
+
+def test_symlinked_images_are_not_followed(tmp_path):
+    write_synthetic_images(tmp_path / "elsewhere", count=1)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "link.png").symlink_to(tmp_path / "elsewhere" / "synthetic 0.png")
+    items, failures = scan_images(tmp_path / "images")
+    assert items == [] and failures == []
+
+
+def test_build_with_local_models_makes_no_network_call(tiny_gallery, monkeypatch):
+    from generator.pipeline import run
+
+    attempts = []
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            attempts.append(address)
+            raise OSError("network disabled in this test")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    result = run(load_config(tiny_gallery), progress=False, log=lambda m: None)
+    assert result.ok and len(result.results) == 10
+    assert attempts == []
+
+
+def test_fail_fast_stops_at_first_failure(tiny_gallery):
+    (tiny_gallery.parent / "images" / "a-broken.png").write_bytes(b"nope")
+    proc = build(tiny_gallery, "--fail-fast")
+    assert proc.returncode == 1
+    assert "stopped at the first failure" in proc.stderr
