@@ -24,7 +24,7 @@ serve: site
 	$(PY) -m http.server --directory site 8000
 
 train-demo: $(STAMP)
-	$(PY) -m generator train-demo --model all --seed 0 --threads 1
+	$(PY) -m generator train-demo --model all --seed 0
 
 clean:
 	rm -rf build site .pytest_cache tests/artifacts

@@ -89,8 +89,8 @@ def clean_cache(config_path: Path) -> None:
               help="Which embedded model to train.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Epochs (default: the shipped recipe).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True,
-              help="torch CPU threads; results are reproducible for a fixed thread count.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch CPU threads (default: the recipe's); results are reproducible for a fixed thread count.")
 @click.option("--train-limit", type=click.IntRange(min=1), default=None,
               help="Train on the first N images only (smoke tests).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -108,8 +108,9 @@ def train_demo(model_kind, epochs, seed, threads, train_limit, data_dir, out_dir
     command = "python -m generator " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     for name in names:
         defaults = TrainSettings(**embedded.TRAIN_RECIPES[name])
-        settings = TrainSettings(**{**defaults.__dict__, "seed": seed, "threads": threads,
-                                    "train_limit": train_limit, **({"epochs": epochs} if epochs else {})})
+        settings = TrainSettings(**{**defaults.__dict__, "seed": seed, "train_limit": train_limit,
+                                    **({"threads": threads} if threads else {}),
+                                    **({"epochs": epochs} if epochs else {})})
         try:
             model, card = train(name, settings, data_dir or FASHION_MNIST_DIR, log=click.echo)
         except DatasetMissingError as exc:

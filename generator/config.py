@@ -23,6 +23,7 @@ __all__ = [
     "RolloutConfig",
     "LimeConfig",
     "ModelConfig",
+    "PerturbConfig",
     "RunConfig",
     "SectionsConfig",
     "SwinConfig",
@@ -121,6 +122,18 @@ class LimeConfig:
 
 
 @dataclass(frozen=True)
+class PerturbConfig:
+    """Location and size perturbations (the study's Figure 6 and Table I), every model."""
+
+    enabled: bool = True
+    #: Classes listed per variant.
+    top_k: int = 3
+    #: Variants declared here, by image file name: {"cat.png" = [{name = "...", edit = [{op = "move", ...}]}]}.
+    #: Files ``<image>.variants.toml`` and ``<image>.variants/*.png`` next to an image add more.
+    variants: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class SectionsConfig:
     """One entry per gallery section; each section's issue adds its own table here."""
 
@@ -128,6 +141,7 @@ class SectionsConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     swin: SwinConfig = field(default_factory=SwinConfig)
     lime: LimeConfig = field(default_factory=LimeConfig)
+    perturb: PerturbConfig = field(default_factory=PerturbConfig)
 
 
 # --------------------------------------------------------------------------- models
@@ -286,6 +300,19 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
                               f"not a {lime.segmentation} parameter{_suggest(name, LIME_SEGMENTATIONS[lime.segmentation])}")
     if lime.hide_color != "mean" and (len(lime.hide_color) != 3 or not all(0 <= c <= 255 for c in lime.hide_color)):
         raise ConfigError(source, "sections.lime.hide_color", f"expected \"mean\" or [r, g, b] in 0…255, got {lime.hide_color!r}")
+    perturb = cfg.sections.perturb
+    if perturb.top_k < 1:
+        raise ConfigError(source, "sections.perturb.top_k", f"must be ≥ 1, got {perturb.top_k}")
+    from .perturb import EditError, parse_variants  # pure, no torch
+
+    for file_name, declared in perturb.variants.items():
+        key = f"sections.perturb.variants.{file_name}"
+        if not (cfg.images / file_name).is_file():
+            raise ConfigError(source, key, f"no image {file_name!r} in {cfg.images}")
+        try:
+            parse_variants(declared, "declaration", base)
+        except EditError as exc:
+            raise ConfigError(source, key, str(exc).removeprefix("declaration: ")) from None
     query = cfg.sections.heads.query
     if isinstance(query, int) and query < 0:
         raise ConfigError(source, "sections.heads.query", "a patch index must be ≥ 0")
@@ -368,6 +395,8 @@ def _coerce(tp: Any, value: Any, key: str, source: Path | None) -> Any:
             raise ConfigError(source, key, f"expected {_describe(tp)}, got {type(value).__name__}")
         (item_tp, *_) = typing.get_args(tp)
         return tuple(_coerce(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if tp is Any:
+        return value  # validated by the section that owns it (see _check_semantics)
     if tp is type(None):
         raise ConfigError(source, key, "expected no value")
     if tp is Path:

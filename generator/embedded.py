@@ -89,6 +89,6 @@ def swin_fmnist_patch2_28(pretrained: bool = False, **kwargs):
 
 # The shipped training recipes (see generator.train_demo.TrainSettings for the other defaults).
 TRAIN_RECIPES = {
-    VIT_NAME: dict(epochs=16),
-    SWIN_NAME: dict(epochs=10),
+    VIT_NAME: dict(epochs=16, threads=1),
+    SWIN_NAME: dict(epochs=18, threads=2),
 }

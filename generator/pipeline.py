@@ -60,6 +60,8 @@ class JobResult:
     meta: dict[str, Any]
     figures: dict[str, FigureRef]
     cached: bool
+    #: Written tables: table id → {"csv": path, "json": path} relative to the docs folder.
+    tables: dict[str, dict[str, str]] = field(default_factory=dict)
     #: The few record arrays a section keeps for cross-model page extras.
     arrays: dict[str, Any] = field(default_factory=dict)
 
@@ -158,6 +160,7 @@ def job_key(section: Section, model: LoadedModel, image: ImageItem) -> str:
         model={"arch": model.config.arch, "weights_sha256": model.weights_sha256,
                "labels": list(model.class_names), "data_config": model.data_config},
         image=image.sha256,
+        image_params=section.image_params(image),
     )
 
 
@@ -213,7 +216,7 @@ def run(
         summaries.append(_summarise(model, slugs[model.name]))
         active = [s for s in sections if s.applies_to(model)]
         jobs = [(s, image, Job(s.name, model.name, image.slug, job_key(s, model, image)))
-                for image in images for s in active]
+                for image in images for s in active if s.applies_to_image(image)]
         inputs_by_image: dict[str, ModelInput] = {}
         bar = tqdm(jobs, desc=model.name, unit="job", disable=not progress, leave=False)
         for section, image, job in bar:
@@ -263,8 +266,9 @@ def _run_job(section: Section, model: LoadedModel, image: ImageItem, job: Job, c
         cache.put(job.key, record)
     write_data(docs_dir, section.name, model_slug, job, record)
     figures = _render(section, record, job, cache, docs_dir, model_slug, dpi)
+    tables = write_tables(docs_dir, section, model_slug, record)
     return JobResult(section=section.name, model=model.name, image=image.slug, key=job.key,
-                     meta=record.meta, figures=figures, cached=cached,
+                     meta=record.meta, figures=figures, cached=cached, tables=tables,
                      arrays={k: record.arrays[k] for k in section.summary_arrays if k in record.arrays})
 
 
@@ -290,6 +294,20 @@ def write_data(docs_dir: Path, section: str, model_slug: str, job: Job, record: 
                "result": record.meta}
     write_if_changed(path, (json.dumps(payload, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
     return path
+
+
+def write_tables(docs_dir: Path, section: Section, model_slug: str, record: Record) -> dict[str, dict[str, str]]:
+    """Write the section's tables as CSV and JSON beside its figures; return their relative paths."""
+    written = {}
+    for table_id, frame in section.tables(record).items():
+        stem = figure_stem(docs_dir, section.name, table_id, model_slug, record.image)
+        csv_bytes = frame.to_csv(index=False, lineterminator="\n").encode("utf-8")
+        json_bytes = (frame.to_json(orient="records", indent=2, force_ascii=False) + "\n").encode("utf-8")
+        write_if_changed(stem.with_suffix(".csv"), csv_bytes)
+        write_if_changed(stem.with_suffix(".json"), json_bytes)
+        rel = stem.relative_to(docs_dir).as_posix()
+        written[table_id] = {"csv": f"{rel}.csv", "json": f"{rel}.json"}
+    return written
 
 
 def ensure_inside(root: Path, path: Path) -> None:

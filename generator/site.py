@@ -69,6 +69,7 @@ def make_environment(templates_dir: Path = TEMPLATES_DIR) -> Environment:
     env.filters["code"] = lambda v: Markup(f"<code>{html.escape(str(v), quote=True).replace('|', '&#124;')}</code>")
     env.filters["pct"] = lambda p: f"{100.0 * float(p):.1f}%"
     env.filters["path"] = lambda p: Markup(str(p))  # only ever slugs and fixed names
+    env.filters["md_table"] = markdown_table
     return env
 
 

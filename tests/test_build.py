@@ -29,6 +29,8 @@ def test_build_produces_site_with_every_page_and_figure(tiny_gallery):
     labels = ", ".join(f'"<b>x&y</b> {i}"' for i in range(10))
     tiny_gallery.write_text(tiny_gallery.read_text().replace(
         'weights = "random:0"', f'weights = "random:0"\nlabels = [{labels}]', 1))
+    (images / "synthetic 0.png.variants.toml").write_text(
+        '[[variant]]\nname = "Moved"\nedit = [{ op = "move", box = [0, 0, 20, 20], to = [20, 20] }]\n')
     proc = build(tiny_gallery)
     assert proc.returncode == 0, proc.stderr + proc.stdout
     cfg = load_config(tiny_gallery)
@@ -69,7 +71,12 @@ def test_build_produces_site_with_every_page_and_figure(tiny_gallery):
 
     report = json.loads((cfg.output / "run_report.json").read_text())
     assert report["failures"] == []
-    assert report["jobs"]["total"] == 15  # (heads + rollout + lime) × 3 for the ViT, (swin + lime) × 3 for the Swin
+    # (heads + rollout + lime) × 3 for the ViT, (swin + lime) × 3 for the Swin, perturb × 1 image × 2 models
+    assert report["jobs"]["total"] == 17
+    for model in ("tiny-vit", "tiny-swin"):
+        for ext in ("png", "pdf", "csv", "json"):
+            assert (site / "figures" / "perturb" / model / f"synthetic-0.{ext}").is_file()
+    assert "Original top" in (docs / "chapters" / "location-and-size.md").read_text()
     assert "IoU of top" in (docs / "images" / "synthetic-0.md").read_text()
     assert all(len(m["weights_sha256"]) == 64 for m in report["models"])
 

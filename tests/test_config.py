@@ -98,5 +98,17 @@ def test_shipped_report_config_is_valid():
     assert [m.arch for m in cfg.models] == ["vit_base_patch16_224", "swin_base_patch4_window7_224",
                                             "swin_tiny_patch4_window7_224"]
     assert all(m.weights == "hub" for m in cfg.models)
-    assert sorted(p.name for p in cfg.images.iterdir()) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"]
+    assert sorted(p.name for p in cfg.images.glob("*.jpg")) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"]
+    assert (cfg.images / "chelsea.jpg.variants.toml").is_file()
     assert cfg.sections.swin.targets == ((3, 1), (1, 1))
+
+
+def test_declared_variants_are_validated(tmp_path, images):
+    bad = '[sections.perturb.variants]\n"synthetic 0.png" = [{ name = "X", edit = [{ op = "shrink", box = [0, 0, 2, 2] }] }]\n'
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, tiny_config_text(images, tmp_path, bad)))
+    assert err.value.key == "sections.perturb.variants.synthetic 0.png"
+    assert "unknown op 'shrink'" in str(err.value) and "'X'" in str(err.value)
+    missing = '[sections.perturb.variants]\n"nope.png" = [{ name = "X", edit = [{ op = "erase", box = [0, 0, 2, 2] }] }]\n'
+    with pytest.raises(ConfigError, match="no image 'nope.png'"):
+        load_config(write(tmp_path, tiny_config_text(images, tmp_path, missing)))

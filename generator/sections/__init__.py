@@ -5,9 +5,10 @@ from __future__ import annotations
 from .base import ModelInput, Section
 from .heads import HeadsSection
 from .lime import LimeSection
+from .perturb import PerturbSection
 from .rollout import RolloutSection
 from .swin import SwinSection
 
-SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection)
+SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection, PerturbSection)
 
 __all__ = ["SECTIONS", "ModelInput", "Section"]

@@ -67,6 +67,18 @@ class Section(ABC):
     def applies_to(self, model: LoadedModel) -> bool:
         return model.family in self.families
 
+    def applies_to_image(self, image: ImageItem) -> bool:
+        """Whether this section has anything to do for ``image`` (default: always)."""
+        return True
+
+    def image_params(self, image: ImageItem) -> dict[str, Any]:
+        """Per-image inputs beyond the image bytes that change the result; part of the cache key."""
+        return {}
+
+    def tables(self, record: Record) -> dict[str, Any]:
+        """Tables (pandas DataFrames) to write as CSV + JSON next to the figures: table id → frame."""
+        return {}
+
     def params(self) -> dict[str, Any]:
         """Everything that changes this section's result; part of the cache key."""
         values = asdict(self.settings)
