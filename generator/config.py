@@ -24,6 +24,7 @@ __all__ = [
     "LimeConfig",
     "ModelConfig",
     "PerturbConfig",
+    "ProbeConfig",
     "RunConfig",
     "SectionsConfig",
     "SwinConfig",
@@ -134,6 +135,24 @@ class PerturbConfig:
 
 
 @dataclass(frozen=True)
+class ProbeConfig:
+    """Linear-probe fine-tuning (the study's bonus chapter): frozen backbone, new head, every model × dataset."""
+
+    enabled: bool = True
+    #: name → an ImageFolder-style folder, or a built-in: "sklearn:digits", "skimage:lfw_subset".
+    datasets: dict[str, str] = field(default_factory=lambda: {"digits": "sklearn:digits", "faces": "skimage:lfw_subset"})
+    epochs: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    seed: int = 0
+    #: Seed of the train/val/test split for trees without fixed splits.
+    split_seed: int = 0
+    #: Images per forward pass when extracting features.
+    feature_batch_size: int = 64
+
+
+@dataclass(frozen=True)
 class SectionsConfig:
     """One entry per gallery section; each section's issue adds its own table here."""
 
@@ -142,6 +161,7 @@ class SectionsConfig:
     swin: SwinConfig = field(default_factory=SwinConfig)
     lime: LimeConfig = field(default_factory=LimeConfig)
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
 
 
 # --------------------------------------------------------------------------- models
@@ -313,6 +333,17 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
             parse_variants(declared, "declaration", base)
         except EditError as exc:
             raise ConfigError(source, key, str(exc).removeprefix("declaration: ")) from None
+    probe = cfg.sections.probe
+    for key in ("epochs", "batch_size", "feature_batch_size"):
+        if getattr(probe, key) < 1:
+            raise ConfigError(source, f"sections.probe.{key}", f"must be ≥ 1, got {getattr(probe, key)}")
+    if not probe.lr > 0 or probe.weight_decay < 0:
+        raise ConfigError(source, "sections.probe.lr" if not probe.lr > 0 else "sections.probe.weight_decay",
+                          "lr must be > 0 and weight_decay ≥ 0")
+    for name, where in probe.datasets.items():
+        if ":" in where and not where.startswith(("sklearn:", "skimage:")) and not Path(where).exists():
+            raise ConfigError(source, f"sections.probe.datasets.{name}",
+                              f"unknown built-in {where!r}; use sklearn:digits or skimage:lfw_subset, or a folder")
     query = cfg.sections.heads.query
     if isinstance(query, int) and query < 0:
         raise ConfigError(source, "sections.heads.query", "a patch index must be ≥ 0")

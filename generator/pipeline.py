@@ -216,7 +216,7 @@ def run(
         summaries.append(_summarise(model, slugs[model.name]))
         active = [s for s in sections if s.applies_to(model)]
         jobs = [(s, image, Job(s.name, model.name, image.slug, job_key(s, model, image)))
-                for image in images for s in active if s.applies_to_image(image)]
+                for image in images for s in active if s.per_image and s.applies_to_image(image)]
         inputs_by_image: dict[str, ModelInput] = {}
         bar = tqdm(jobs, desc=model.name, unit="job", disable=not progress, leave=False)
         for section, image, job in bar:
@@ -233,6 +233,19 @@ def run(
             finally:
                 section_seconds[section.name] = section_seconds.get(section.name, 0.0) + time.perf_counter() - started_job
         bar.close()
+        for section in (s for s in active if not s.per_image):
+            for unit in section.units():
+                started_job = time.perf_counter()
+                try:
+                    results.append(_run_unit(section, model, unit, cache, docs_dir, slugs[model.name], config.run.dpi))
+                except FailFast:
+                    raise
+                except Exception as exc:
+                    record_failure(Failure(stage="section", section=section.name, model=model.name, image=unit,
+                                           error=f"{type(exc).__name__}: {exc}", traceback=trimmed_traceback(exc)))
+                finally:
+                    section_seconds[section.name] = (section_seconds.get(section.name, 0.0)
+                                                     + time.perf_counter() - started_job)
         del model, inputs_by_image
         gc.collect()
 
@@ -269,6 +282,27 @@ def _run_job(section: Section, model: LoadedModel, image: ImageItem, job: Job, c
     tables = write_tables(docs_dir, section, model_slug, record)
     return JobResult(section=section.name, model=model.name, image=image.slug, key=job.key,
                      meta=record.meta, figures=figures, cached=cached, tables=tables,
+                     arrays={k: record.arrays[k] for k in section.summary_arrays if k in record.arrays})
+
+
+def _run_unit(section: Section, model: LoadedModel, unit: str, cache: ResultCache, docs_dir: Path,
+              model_slug: str, dpi: int) -> JobResult:
+    """A non-per-image job (model × unit), cached, written and rendered like an image job."""
+    key = cache_key(generator=__version__, section=section.name, params=section.params(),
+                    model={"arch": model.config.arch, "weights_sha256": model.weights_sha256,
+                           "data_config": model.data_config},
+                    unit=unit, unit_params=section.unit_params(unit))
+    job = Job(section.name, model.name, unit, key)
+    record = cache.get(key)
+    cached = record is not None
+    if record is None:
+        record = section.compute_unit(model, unit)
+        cache.put(key, record)
+    write_data(docs_dir, section.name, model_slug, job, record)
+    figures = _render(section, record, job, cache, docs_dir, model_slug, dpi)
+    tables = write_tables(docs_dir, section, model_slug, record)
+    return JobResult(section=section.name, model=model.name, image=unit, key=key, meta=record.meta,
+                     figures=figures, cached=cached, tables=tables,
                      arrays={k: record.arrays[k] for k in section.summary_arrays if k in record.arrays})
 
 

@@ -115,7 +115,7 @@ def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[
     for image in result.images:
         _thumbnail(image.rgb, docs / "inputs" / f"{image.slug}.png")
         blocks = []
-        for section in sections:
+        for section in (s for s in sections if s.per_image):
             items = sorted(by_image[image.slug].get(section.name, []), key=lambda r: model_order.get(r.model, 0))
             if items:
                 extras = {k: markdown_table(v) if hasattr(v, "to_markdown") else v
@@ -134,6 +134,14 @@ def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[
     for section in sections:
         slug, title, intro = section.chapter
         entries = []
+        if not section.per_image:
+            items = sorted((r for r in result.results if r.section == section.name),
+                           key=lambda r: model_order.get(r.model, 0))
+            extras = {k: markdown_table(v) if hasattr(v, "to_markdown") else v
+                      for k, v in section.page_extras(items).items()}
+            page("chapters/unit-section.md.j2", f"chapters/{slug}.md", chapter={"title": title, "intro": intro},
+                 section=section, results=items, extras=extras, models=model_by_name, config=result.config)
+            continue
         for image in result.images:
             items = sorted(by_image[image.slug].get(section.name, []), key=lambda r: model_order.get(r.model, 0))
             if items:

@@ -181,6 +181,8 @@ def train(
         "epochs": settings.epochs,
         "seed": settings.seed,
         "test_accuracy": history[-1]["test_acc"] if history else None,
+        # the first 1,000 test images, shipped as tests/data/fashion_mnist_test_1k.npz for the test suite
+        "test_subset_1k_accuracy": round(evaluate(model, test_x[:1000], test_y[:1000]), 5),
         "history": history,
         "train_seconds": round(time.perf_counter() - started, 1),
         "trained_on": f"{platform.machine()} CPU, {settings.threads} thread(s), torch {torch.__version__}",

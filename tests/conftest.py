@@ -54,6 +54,7 @@ num_samples = 60
 segmentation = "slic"
 segmentation_params = {{ n_segments = 12 }}
 {extra}
+{'' if '[sections.probe]' in extra else '[sections.probe]' + chr(10) + 'enabled = false'}
 """
 
 

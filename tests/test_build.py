@@ -101,3 +101,27 @@ def test_failing_model_does_not_stop_the_others(tiny_gallery):
     assert proc.returncode == 1
     assert "Tiny Swin" in proc.stdout and "file:" in proc.stdout
     assert "6 results" in proc.stdout  # the ViT still ran on both images
+
+
+def test_probe_chapter_with_a_missing_dataset(tmp_path):
+    from .test_finetune import colour_tree
+
+    images = tmp_path / "images"
+    write_synthetic_images(images, count=1)
+    colour_tree(tmp_path / "colours", per_class=10)
+    extra = ('[sections.heads]\nenabled = false\n[sections.rollout]\nenabled = false\n[sections.swin]\nenabled = false\n'
+
+             '[sections.probe]\nepochs = 2\ndatasets = { colours = "colours", eurosat = "missing/EuroSAT" }\n')
+    from .conftest import tiny_config_text
+
+    config = tmp_path / "g.toml"
+    config.write_text(tiny_config_text(images, tmp_path, extra))
+    proc = build(config)
+    assert proc.returncode == 1  # the missing dataset is a failure of its own …
+    assert "eurosat" in proc.stdout and "github.com/phelber/EuroSAT" in proc.stdout
+    cfg = load_config(config)
+    page = (cfg.output / "docs" / "chapters" / "fine-tuning.md").read_text()
+    assert "| Tiny ViT" in page and "missing" in page  # … and the rest of the table is there
+    for model in ("tiny-vit", "tiny-swin"):
+        for ext in ("png", "pdf", "csv", "json"):
+            assert (cfg.site_dir / "figures" / "probe" / model / f"colours.{ext}").is_file()

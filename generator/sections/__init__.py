@@ -6,9 +6,10 @@ from .base import ModelInput, Section
 from .heads import HeadsSection
 from .lime import LimeSection
 from .perturb import PerturbSection
+from .probe import ProbeSection
 from .rollout import RolloutSection
 from .swin import SwinSection
 
-SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection, PerturbSection)
+SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection, PerturbSection, ProbeSection)
 
 __all__ = ["SECTIONS", "ModelInput", "Section"]

@@ -50,6 +50,8 @@ class Section(ABC):
     chapter: ClassVar[tuple[str, str, str]]
     #: Bump when the computation changes, so cached results are recomputed.
     version: ClassVar[int] = 1
+    #: False for sections that run per model × unit (e.g. dataset) instead of per model × image.
+    per_image: ClassVar[bool] = True
     #: Record arrays kept with the job result for cross-model page extras (e.g. LIME's IoU table).
     summary_arrays: ClassVar[tuple[str, ...]] = ()
 
@@ -66,6 +68,18 @@ class Section(ABC):
 
     def applies_to(self, model: LoadedModel) -> bool:
         return model.family in self.families
+
+    def units(self) -> list[str]:
+        """The units a non-per-image section runs over (e.g. dataset names)."""
+        return []
+
+    def unit_params(self, unit: str) -> dict[str, Any]:
+        """What identifies a unit's inputs (e.g. a dataset's content hash); part of the cache key."""
+        return {}
+
+    def compute_unit(self, model: LoadedModel, unit: str) -> Record:
+        """Compute for one model × unit (non-per-image sections)."""
+        raise NotImplementedError
 
     def applies_to_image(self, image: ImageItem) -> bool:
         """Whether this section has anything to do for ``image`` (default: always)."""
@@ -85,9 +99,9 @@ class Section(ABC):
         values.pop("enabled", None)
         return {"section_version": self.version, **values}
 
-    @abstractmethod
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         """Pure computation for one model × image (no plotting, no file I/O)."""
+        raise NotImplementedError
 
     @abstractmethod
     def render(self, record: Record) -> dict[str, Figure]:
