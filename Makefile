@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 CONFIG ?= gallery.toml
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv site test serve clean clean-cache train-demo
+.PHONY: venv site test serve clean clean-cache train-demo bench bench-quick figures
 
 venv: $(STAMP)
 
@@ -25,6 +25,12 @@ serve: site
 
 train-demo: $(STAMP)
 	$(PY) -m generator train-demo --model all --seed 0
+
+bench: $(STAMP)
+	$(PY) -m generator.bench $(if $(QUICK),--quick,)
+
+bench-quick: $(STAMP)
+	$(PY) -m generator.bench --quick
 
 clean:
 	rm -rf build site .pytest_cache tests/artifacts

@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 
 __all__ = [
     "ConfigError",
+    "FaithfulnessConfig",
     "GalleryConfig",
     "HeadsConfig",
     "RolloutConfig",
@@ -153,6 +154,28 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class FaithfulnessConfig:
+    """Deletion/insertion scores of every map, a random baseline, and the randomisation sanity check."""
+
+    enabled: bool = True
+    #: Cells per side of the grid that deletion and insertion work on (maps are area-resampled to it).
+    grid: int = 14
+    #: Cells removed or revealed per step.
+    step: int = 4
+    deletion_baseline: Literal["mean", "blur", "zero"] = "mean"
+    insertion_baseline: Literal["mean", "blur", "zero"] = "blur"
+    blur_sigma: float = 5.0
+    batch_size: int = 32
+    random_seeds: tuple[int, ...] = (0, 1, 2)
+    #: Blocks re-initialised (from the top) for the sanity check, besides the classifier head.
+    randomise_blocks: int = 2
+    #: A method whose map keeps a rank correlation at or above this after randomisation is flagged.
+    flag_correlation: float = 0.5
+    #: LIME samples for its map here (its settings otherwise follow [sections.lime]).
+    lime_samples: int = 500
+
+
+@dataclass(frozen=True)
 class SectionsConfig:
     """One entry per gallery section; each section's issue adds its own table here."""
 
@@ -162,6 +185,7 @@ class SectionsConfig:
     lime: LimeConfig = field(default_factory=LimeConfig)
     perturb: PerturbConfig = field(default_factory=PerturbConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    faithfulness: FaithfulnessConfig = field(default_factory=FaithfulnessConfig)
 
 
 # --------------------------------------------------------------------------- models
@@ -344,6 +368,12 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
         if ":" in where and not where.startswith(("sklearn:", "skimage:")) and not Path(where).exists():
             raise ConfigError(source, f"sections.probe.datasets.{name}",
                               f"unknown built-in {where!r}; use sklearn:digits or skimage:lfw_subset, or a folder")
+    faith = cfg.sections.faithfulness
+    for key, low in (("grid", 2), ("step", 1), ("batch_size", 1), ("randomise_blocks", 0), ("lime_samples", 2)):
+        if getattr(faith, key) < low:
+            raise ConfigError(source, f"sections.faithfulness.{key}", f"must be ≥ {low}, got {getattr(faith, key)}")
+    if not faith.random_seeds:
+        raise ConfigError(source, "sections.faithfulness.random_seeds", "name at least one seed")
     query = cfg.sections.heads.query
     if isinstance(query, int) and query < 0:
         raise ConfigError(source, "sections.heads.query", "a patch index must be ≥ 0")

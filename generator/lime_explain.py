@@ -101,6 +101,7 @@ def explain_image(
     segmentation: str = "quickshift",
     segmentation_params: dict | None = None,
     classifier_fn: Callable | None = None,
+    labels: tuple[int, ...] | None = None,
 ) -> lime_image.ImageExplanation:
     """Explain one image with LIME; returns lime's own ``ImageExplanation``.
 
@@ -113,6 +114,7 @@ def explain_image(
         hide_color: None hides each superpixel with its mean colour (lime's default).
         segmentation: "quickshift", "slic" or "felzenszwalb", with ``segmentation_params``
             over lime's defaults.
+        labels: explain exactly these classes instead of the ``top_labels`` best ones.
 
     Raises:
         ValueError: num_samples < 2, num_features < 1, an unknown segmentation, or top_labels
@@ -125,7 +127,9 @@ def explain_image(
     if segmentation not in SEGMENTATIONS:
         raise ValueError(f"unknown segmentation {segmentation!r}; use one of {sorted(SEGMENTATIONS)}")
     num_classes = int(getattr(model, "num_classes", 0) or 0)
-    if not 1 <= top_labels <= num_classes:
+    if labels is not None:
+        top_labels = None
+    elif not 1 <= top_labels <= num_classes:
         raise ValueError(f"top_labels must be in 1…{num_classes} (the model's classes), got {top_labels}")
     params = {**SEGMENTATIONS[segmentation], **(segmentation_params or {})}
     unknown = set(params) - set(SEGMENTATIONS[segmentation])
@@ -136,6 +140,7 @@ def explain_image(
     return explainer.explain_instance(
         image,
         classifier_fn or predict_fn(model, batch_size),
+        labels=labels if labels is not None else (1,),
         top_labels=top_labels,
         num_samples=num_samples,
         num_features=num_features,

@@ -148,8 +148,9 @@ def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[
                 extras = {k: markdown_table(v) if hasattr(v, "to_markdown") else v
                           for k, v in section.page_extras(items).items()}
                 entries.append({"image": image, "section": section, "results": items, "extras": extras})
+        all_results = [r for r in result.results if r.section == section.name]
         page("chapters/section.md.j2", f"chapters/{slug}.md", chapter={"title": title, "intro": intro},
-             entries=entries, models=model_by_name)
+             entries=entries, models=model_by_name, chapter_extras=section.chapter_extras(all_results))
     config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
     page("reproducibility.md.j2", "reproducibility.md", report=report, config=result.config, config_text=config_text)
     page("figure-list.md.j2", "figure-list.md", figures=figure_index(result), dpi=result.config.run.dpi)

@@ -55,6 +55,7 @@ segmentation = "slic"
 segmentation_params = {{ n_segments = 12 }}
 {extra}
 {'' if '[sections.probe]' in extra else '[sections.probe]' + chr(10) + 'enabled = false'}
+{'' if '[sections.faithfulness]' in extra else '[sections.faithfulness]' + chr(10) + 'enabled = false'}
 """
 
 

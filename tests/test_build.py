@@ -125,3 +125,26 @@ def test_probe_chapter_with_a_missing_dataset(tmp_path):
     for model in ("tiny-vit", "tiny-swin"):
         for ext in ("png", "pdf", "csv", "json"):
             assert (cfg.site_dir / "figures" / "probe" / model / f"colours.{ext}").is_file()
+
+
+def test_faithfulness_section_and_chapter(tmp_path):
+    images = tmp_path / "images"
+    write_synthetic_images(images, count=1, size=28)
+    extra = ('[sections.heads]\nenabled = false\n[sections.rollout]\nenabled = false\n[sections.swin]\nenabled = false\n'
+             '[sections.faithfulness]\ngrid = 7\nstep = 7\nlime_samples = 30\nrandom_seeds = [0, 1]\n')
+    from .conftest import tiny_config_text
+
+    config = tmp_path / "g.toml"
+    config.write_text(tiny_config_text(images, tmp_path, extra))
+    proc = build(config)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cfg = load_config(config)
+    chapter = (cfg.output / "docs" / "chapters" / "faithfulness.md").read_text()
+    assert "Ranking per model" in chapter and "Insertion − deletion" in chapter
+    data = json.loads((cfg.output / "docs" / "figures" / "faithfulness" / "tiny-vit" / "synthetic-0.json").read_text())
+    methods = [row["method"] for row in data]
+    assert methods == ["rollout (mean)", "rollout (max)", "rollout (min)", "gradient rollout",
+                       "last-block CLS attention", "LIME"]
+    swin = json.loads((cfg.output / "docs" / "figures" / "faithfulness" / "tiny-swin" / "synthetic-0.json").read_text())
+    assert [row["method"] for row in swin] == ["Swin rollout", "last-stage window attention", "LIME"]
+    assert all(0.0 <= row["deletion_auc"] <= 1.0 and 0.0 <= row["insertion_auc"] <= 1.0 for row in data + swin)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import ModelInput, Section
+from .faithfulness import FaithfulnessSection
 from .heads import HeadsSection
 from .lime import LimeSection
 from .perturb import PerturbSection
@@ -10,6 +11,7 @@ from .probe import ProbeSection
 from .rollout import RolloutSection
 from .swin import SwinSection
 
-SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection, PerturbSection, ProbeSection)
+SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection, PerturbSection, ProbeSection,
+                                         FaithfulnessSection)
 
 __all__ = ["SECTIONS", "ModelInput", "Section"]

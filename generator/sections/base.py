@@ -111,6 +111,10 @@ class Section(ABC):
         """Extra page context computed from all models' results for one image (default: none)."""
         return {}
 
+    def chapter_extras(self, results: list) -> dict[str, Any]:
+        """Extra context for the section's chapter, from every image's results (default: none)."""
+        return {}
+
     def caption(self, record: Record, figure_id: str = "") -> str:
         """Plain-text caption for a figure (escaped when pages are written)."""
         return self.title

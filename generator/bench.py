@@ -1,0 +1,357 @@
+"""``make bench``: speed and memory as ratios against baselines measured side by side.
+
+Every row times the project's way and its baseline in the same process, alternating, over
+``repeats`` runs after a warm-up, and reports medians with min and max. Results go to
+``bench/results.json``. Benchmarks are not tests: nothing here asserts a goal; each row says
+whether its goal was met, and where it was not, the largest remaining cost from a profile.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import os
+import platform
+import pstats
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def side_by_side(ours: Callable, baseline: Callable, repeats: int) -> tuple[list[float], list[float]]:
+    """Alternate the two so that drift on the machine hits both alike."""
+    ours(), baseline()  # warm-up
+    a, b = [], []
+    for _ in range(repeats):
+        for fn, bucket in ((ours, a), (baseline, b)):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return a, b
+
+
+def stats(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def top_cost(fn: Callable, lines: int = 3) -> list[str]:
+    """The functions with the largest cumulative time in one profiled call (for missed goals)."""
+    profile = cProfile.Profile()
+    profile.enable()
+    fn()
+    profile.disable()
+    st = pstats.Stats(profile)
+    rows = sorted(st.stats.items(), key=lambda kv: kv[1][3], reverse=True)
+    out = []
+    for (file, line, name), (_, _, tottime, cumtime, _) in rows:
+        if "bench.py" in file or name.startswith("<"):
+            continue
+        out.append(f"{Path(file).name}:{line} {name} cum {cumtime:.3f}s self {tottime:.3f}s")
+        if len(out) >= lines:
+            break
+    return out
+
+
+def row(name: str, ours: list[float], base: list[float], goal: str, met: bool | None, **extra) -> dict:
+    ratio = statistics.median(ours) / statistics.median(base)
+    return {"name": name, "ours_s": stats(ours), "baseline_s": stats(base), "ratio": ratio, "goal": goal,
+            "goal_met": met, **extra}
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def bench_capture(quick: bool, repeats: int) -> list[dict]:
+    import timm
+
+    from .attention import vit_attention
+    from .swin import window_attention
+
+    out = []
+    cases = [("vit_fmnist_patch4_28", "swin_fmnist_patch2_28", 8)] if quick else \
+        [("vit_base_patch16_224", "swin_base_patch4_window7_224", 8)]
+    for vit_arch, swin_arch, batch in cases:
+        for arch, capture in ((vit_arch, vit_attention), (swin_arch, lambda m, x: window_attention(m, x)[:2])):
+            torch.manual_seed(0)
+            model = timm.create_model(arch, pretrained=False).eval()
+            size = model.pretrained_cfg["input_size"][-1]
+            x = torch.randn(batch, 3, size, size)
+            with torch.inference_mode():
+                ours, base = side_by_side(lambda: capture(model, x), lambda: model(x), repeats)
+            r = statistics.median(ours) / statistics.median(base)
+            extra = {}
+            if r > 1.25:
+                with torch.inference_mode():
+                    extra["largest_costs"] = top_cost(lambda: capture(model, x))
+            out.append(row(f"attention capture: {arch}, batch {batch}", ours, base, "≤ 1.25× a plain forward", r <= 1.25,
+                           **extra))
+    return out
+
+
+def bench_lime(quick: bool, repeats: int) -> list[dict]:
+    import timm
+    from lime import lime_image
+
+    from .lime_explain import explain_image, predict_fn
+
+    out = []
+    cases = [("vit_fmnist_patch4_28", 200, 64)] if quick else [("vit_fmnist_patch4_28", 1000, 64),
+                                                               ("vit_base_patch16_224", 100, 16)]
+    for arch, samples, batch in cases:
+        torch.manual_seed(0)
+        model = timm.create_model(arch, pretrained=True if arch.endswith("_28") else False).eval()
+        size = model.pretrained_cfg["input_size"][-1]
+        rng = np.random.default_rng(0)
+        image = np.zeros((size, size, 3), np.uint8)
+        image[size // 4 : 3 * size // 4, size // 5 : 4 * size // 5] = 200
+        image = np.clip(image.astype(int) + rng.integers(0, 40, image.shape), 0, 255).astype(np.uint8)
+        seg = {"kernel_size": 1, "max_dist": 4} if size < 64 else {}
+        images = np.repeat(image[None], samples, axis=0)
+        classify = predict_fn(model, batch)
+        ours, forward = side_by_side(
+            lambda: explain_image(model, image, num_samples=samples, batch_size=batch, segmentation_params=seg),
+            lambda: classify(images), repeats)
+        r = statistics.median(ours) / statistics.median(forward)
+        extra = {"num_samples": samples, "batch_size": batch}
+        if r > 1.10:
+            extra["largest_costs"] = top_cost(
+                lambda: explain_image(model, image, num_samples=samples, batch_size=batch, segmentation_params=seg))
+        out.append(row(f"LIME vs its forward passes: {arch}", ours, forward, "≤ 1.10×", r <= 1.10, **extra))
+        from lime.wrappers.scikit_image import SegmentationAlgorithm
+
+        def plain():
+            explainer = lime_image.LimeImageExplainer(random_state=0)
+            segmenter = SegmentationAlgorithm("quickshift", random_seed=0, **{"kernel_size": 4, "max_dist": 200,
+                                                                                "ratio": 0.2, **seg})
+            explainer.explain_instance(image, predict_fn(model, 10), top_labels=2, num_samples=samples,
+                                       num_features=5, random_seed=0, segmentation_fn=segmenter)
+
+        ours2, plain_times = side_by_side(
+            lambda: explain_image(model, image, num_samples=samples, batch_size=batch, segmentation_params=seg),
+            plain, max(2, repeats // 2) if not quick else repeats)
+        out.append(row(f"LIME vs plain lime_image (batch 10): {arch}", ours2, plain_times, "faster (report the speed-up)",
+                       statistics.median(ours2) < statistics.median(plain_times),
+                       speedup=statistics.median(plain_times) / statistics.median(ours2)))
+    return out
+
+
+def bench_probe(quick: bool, repeats: int, workdir: Path) -> list[dict]:
+    import timm
+    from timm.data import create_transform, resolve_model_data_config
+
+    from .finetune import (ProbeSettings, discover_dataset, extract_features, materialise_builtin, new_head,
+                           train_probe_on_features, train_probe_plain)
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_fmnist_patch4_28", pretrained=True).eval()
+    root = materialise_builtin("sklearn:digits", workdir / "digits")
+    splits = discover_dataset(root)
+    if quick:
+        splits.train, splits.val, splits.test = splits.train[:200], splits.val[:50], splits.test[:50]
+    transform = create_transform(**resolve_model_data_config(model), is_training=False)
+    settings = ProbeSettings(epochs=10)
+    items = splits.train + splits.val + splits.test
+    n_train, n_val = len(splits.train), len(splits.val)
+
+    def extraction():
+        return extract_features(model, items, transform, workdir / "f.npy")
+
+    def probe():
+        feats = np.asarray(extraction())
+        labels = np.array([y for _, y in items])
+        parts = [(feats[:n_train], labels[:n_train]), (feats[n_train:n_train + n_val], labels[n_train:n_train + n_val]),
+                 (feats[n_train + n_val:], labels[n_train + n_val:])]
+        return train_probe_on_features(new_head(model, 10, 0).get_classifier(), *parts, settings)
+
+    ours, base = side_by_side(probe, extraction, repeats)
+    r = statistics.median(ours) / statistics.median(base)
+    out = [row("probe (cached features) vs one feature-extraction pass", ours, base, "≤ 1.3×", r <= 1.3)]
+    cached_result = probe()
+    plain_times, plain_result = [], None
+    for _ in range(1 if not quick else 1):
+        start = time.perf_counter()
+        plain_result = train_probe_plain(new_head(model, 10, 0), splits, transform, settings)
+        plain_times.append(time.perf_counter() - start)
+    speedup = statistics.median(plain_times) / statistics.median(ours)
+    out.append(row("probe (cached) vs the plain 10-epoch loop", ours, plain_times, "≥ 5× faster, equal accuracy",
+                   speedup >= 5 and abs(cached_result.test_accuracy - plain_result.test_accuracy) <= 0.005,
+                   speedup=speedup, accuracy_cached=cached_result.test_accuracy,
+                   accuracy_plain=plain_result.test_accuracy, note="plain loop timed once (it is the slow side)"))
+    return out
+
+
+def _gallery(workdir: Path, images: int, name: str, quick: bool) -> Path:
+    folder = workdir / f"{name}-images"
+    folder.mkdir(parents=True, exist_ok=True)
+    sources = sorted((ROOT / "images" / "fashion").glob("[0-9]-*.png"))
+    for i in range(images):
+        shutil.copy(sources[i % len(sources)], folder / f"img{i:02d}.png")
+        if i >= len(sources):  # a distinct file: flip it
+            from PIL import Image, ImageOps
+
+            ImageOps.mirror(Image.open(folder / f"img{i:02d}.png")).save(folder / f"img{i:02d}.png")
+    text = (ROOT / "gallery.toml").read_text()
+    text = text.replace('images = "images/fashion"', f'images = "{folder}"')
+    text = text.replace('output = "build"', f'output = "{workdir / name / "build"}"')
+    text = text.replace('site_dir = "site"', f'site_dir = "{workdir / name / "site"}"')
+    text = text.replace("generator/weights/", f"{ROOT}/generator/weights/")
+    if quick:
+        text = text.replace("num_samples = 1000", "num_samples = 100").replace("epochs = 10", "epochs = 2")
+        text = text.replace('datasets = { digits = "sklearn:digits", faces = "skimage:lfw_subset" }',
+                            'datasets = { faces = "skimage:lfw_subset" }')
+    config = workdir / f"{name}.toml"
+    config.write_text(text)
+    return config
+
+
+def _run_build(config: Path, *args: str) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB) of one `build` subprocess."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "generator", "build", "--config", str(config), "--quiet", "--no-site",
+                           *args], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"build failed: {proc.stdout[-2000:]} {proc.stderr[-2000:]}")
+    return wall, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def bench_incremental(quick: bool, repeats: int, workdir: Path) -> list[dict]:
+    n = 2 if quick else 6
+    config = _gallery(workdir, n, "incremental", quick)
+    cold, warm = [], []
+    for _ in range(1 if quick else 3):
+        cold.append(_run_build(config, "--no-cache")[0])
+        _run_build(config)
+        warm.append(_run_build(config)[0])
+    out = [row(f"warm rebuild vs cold ({n} images)", warm, cold, "≤ 5% of cold", statistics.median(warm) /
+               statistics.median(cold) <= 0.05, note="includes Python start-up and imports (about 3 s)")]
+    # change one image out of n
+    from PIL import Image
+
+    folder = workdir / "incremental-images"
+    one = folder / "img00.png"
+    changed = []
+    for k in range(1 if quick else 3):
+        array = np.asarray(Image.open(one)).copy()
+        array[0, 0] = (int(array[0, 0]) + 1 + k) % 256
+        Image.fromarray(array).save(one)
+        changed.append(_run_build(config)[0])
+    out.append(row(f"rebuild after changing 1 of {n} images vs cold", changed, cold, f"≈ 1/{n} of cold",
+                   statistics.median(changed) / statistics.median(cold) <= 1.5 / n + 0.1))
+    return out
+
+
+def bench_scaling(quick: bool, workdir: Path) -> dict:
+    counts = [1, 2] if quick else [1, 2, 4, 8]
+    points = []
+    for n in counts:
+        config = _gallery(workdir, n, f"scale{n}", quick)
+        proc_times = []
+        start = time.perf_counter()
+        proc = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "generator", "build", "--config",
+                               str(config), "--quiet", "--no-site", "--no-cache"], capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        peak_kib = int(proc.stderr.strip().splitlines()[-1]) if proc.stderr.strip() else 0
+        proc_times.append(wall)
+        points.append({"images": n, "wall_s": wall, "peak_rss_mib": peak_kib / 1024})
+    slopes = [(b["wall_s"] - a["wall_s"]) / (b["images"] - a["images"]) for a, b in zip(points, points[1:])]
+    growth = {"seconds_per_image": slopes,
+              "superlinear": bool(len(slopes) > 1 and slopes[-1] > 1.5 * max(slopes[0], 1e-9))}
+    return {"name": "scaling: full default gallery", "points": points, "growth": growth}
+
+
+def bench_floor(quick: bool, repeats: int) -> dict:
+    import timm
+    from torch.utils.flop_counter import FlopCounterMode
+
+    n = 1024 if quick else 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    times = timed(lambda: a @ b, repeats)
+    rate = 2 * n**3 / statistics.median(times)
+    models = {}
+    for arch in (["vit_fmnist_patch4_28", "swin_fmnist_patch2_28"] if quick else
+                 ["vit_fmnist_patch4_28", "swin_fmnist_patch2_28", "vit_base_patch16_224", "swin_base_patch4_window7_224"]):
+        torch.manual_seed(0)
+        model = timm.create_model(arch, pretrained=False).eval()
+        size = model.pretrained_cfg["input_size"][-1]
+        x = torch.randn(8, 3, size, size)
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            model(x)
+        flops = counter.get_total_flops()
+        with torch.inference_mode():
+            forward = timed(lambda: model(x), repeats)
+        floor = flops / rate
+        models[arch] = {"flops_batch8": flops, "floor_s": floor, "forward_s": stats(forward),
+                        "forward_vs_floor": statistics.median(forward) / floor}
+    return {"name": "floor: matmul rate and forward FLOPs", "matmul_gflops": rate / 1e9, "matmul_n": n,
+            "models": models}
+
+
+def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json") -> dict:
+    repeats = 5
+    torch.manual_seed(0)
+    work = Path(tempfile.mkdtemp(prefix="vit-gallery-bench-"))
+    import generator.embedded  # noqa: F401
+
+    results = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "device": "cpu", "cuda": torch.cuda.is_available()},
+        "versions": {"torch": torch.__version__, "timm": __import__("timm").__version__, "python": platform.python_version()},
+        "quick": quick, "repeats": repeats, "rows": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    try:
+        for step in (lambda: bench_capture(quick, repeats), lambda: bench_lime(quick, repeats),
+                     lambda: bench_probe(quick, repeats, work), lambda: bench_incremental(quick, repeats, work)):
+            for r in step():
+                results["rows"].append(r)
+                print(_format(r), flush=True)
+        results["scaling"] = bench_scaling(quick, work)
+        print(json.dumps(results["scaling"], indent=1), flush=True)
+        results["floor"] = bench_floor(quick, repeats)
+        print(json.dumps(results["floor"], indent=1), flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(f"wrote {out}")
+    return results
+
+
+def _format(r: dict) -> str:
+    met = {True: "met", False: "MISSED", None: "-"}[r["goal_met"]]
+    extra = f" speed-up {r['speedup']:.1f}×" if "speedup" in r else ""
+    return (f"{r['name']:<62} ours {r['ours_s']['median']:.3f}s [{r['ours_s']['min']:.3f}–{r['ours_s']['max']:.3f}]"
+            f"  base {r['baseline_s']['median']:.3f}s  ratio {r['ratio']:.2f}{extra}  goal {r['goal']}: {met}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny models and few repeats (what the tests run)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    args = parser.parse_args()
+    main(quick=args.quick, out=args.out)
