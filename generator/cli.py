@@ -35,8 +35,10 @@ def _load_config_or_exit(config_path: Path, overrides: dict):
 @click.option("--no-cache", is_flag=True, help="Recompute everything (the cache is neither read nor written).")
 @click.option("--fail-fast", is_flag=True, default=None, help="Stop at the first failure.")
 @click.option("--no-site", is_flag=True, help="Write figures and Markdown pages but do not run mkdocs.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes that draw figures (outputs are identical for any value).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, quiet: bool) -> None:
+def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, jobs: int, quiet: bool) -> None:
     """Run every model over every image and enabled section, write the pages, build the site.
 
     Exit status: 0 when everything succeeded, 1 when anything failed (the rest is kept and
@@ -50,7 +52,7 @@ def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, q
     command = "vit-gallery " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         result = run(config, use_cache=not no_cache, fail_fast=fail_fast, progress=not quiet, command=command,
-                     log=lambda m: click.echo(m, err=True))
+                     jobs=jobs, log=lambda m: click.echo(m, err=True))
     except FailFast as exc:
         click.echo(f"stopped at the first failure (--fail-fast): {exc}", err=True)
         sys.exit(1)

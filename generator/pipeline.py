@@ -24,7 +24,7 @@ from . import __version__
 from .atomic import atomic_write_text, write_if_changed
 from .cache import Record, ResultCache, cache_key, canonical_json
 from .config import GalleryConfig
-from .images import ImageItem, scan_images, unique_slugs
+from .images import ImageItem, scan_images, slugify, unique_slugs
 from .models import LoadedModel, load_model, preprocess, resolve_device
 from .render.style import save_figure
 from .sections import SECTIONS, ModelInput, Section
@@ -171,10 +171,13 @@ def run(
     fail_fast: bool | None = None,
     progress: bool = True,
     command: str = "",
+    jobs: int = 1,
     log: Callable[[str], None] = print,
 ) -> RunResult:
-    """Run every enabled section for every model × image; write figures and the run report.
+    """Run every enabled section for every model × image (or unit); write data, figures and the run report.
 
+    Compute runs in this process, one model at a time; each model's figures are then drawn by
+    ``jobs`` worker processes (``jobs=1``: in this process). Outputs do not depend on ``jobs``.
     Pages and the site are written by :mod:`generator.site` from the returned result.
     """
     fail_fast = config.run.fail_fast if fail_fast is None else fail_fast
@@ -195,59 +198,62 @@ def run(
         if fail_fast:
             raise FailFast(failure)
 
+    def add_seconds(name: str, seconds: float) -> None:
+        section_seconds[name] = section_seconds.get(name, 0.0) + seconds
+
     images, bad_images = scan_images(config.images)
     for bad in bad_images:
         record_failure(Failure(stage="image", image=bad.path.name, error=bad.reason))
     if not images:
         log(f"no usable images in {config.images}")
 
-    sections = [cls(config) for cls in SECTIONS]
-    sections = [s for s in sections if s.enabled()]
+    sections = [s for s in (cls(config) for cls in SECTIONS) if s.enabled()]
     device = resolve_device(config.run.device)
     slugs = model_slugs(config)
 
-    for model_config in config.models:
-        try:
-            model = load_model(model_config, device)
-        except Exception as exc:
-            record_failure(Failure(stage="model", model=model_config.name, error=str(exc),
-                                   traceback=trimmed_traceback(exc)))
-            continue
-        summaries.append(_summarise(model, slugs[model.name]))
-        active = [s for s in sections if s.applies_to(model)]
-        jobs = [(s, image, Job(s.name, model.name, image.slug, job_key(s, model, image)))
-                for image in images for s in active if s.per_image and s.applies_to_image(image)]
-        inputs_by_image: dict[str, ModelInput] = {}
-        bar = tqdm(jobs, desc=model.name, unit="job", disable=not progress, leave=False)
-        for section, image, job in bar:
-            started_job = time.perf_counter()
+    with RenderExecutor(jobs, config, cache) as renderer:
+        for model_config in config.models:
             try:
-                result = _run_job(section, model, image, job, cache, docs_dir, slugs[model.name],
-                                  inputs_by_image, config.run.dpi)
-                results.append(result)
-            except FailFast:
-                raise
+                model = load_model(model_config, device)
             except Exception as exc:
-                record_failure(Failure(stage="section", section=section.name, model=model.name, image=image.slug,
-                                       error=f"{type(exc).__name__}: {exc}", traceback=trimmed_traceback(exc)))
-            finally:
-                section_seconds[section.name] = section_seconds.get(section.name, 0.0) + time.perf_counter() - started_job
-        bar.close()
-        for section in (s for s in active if not s.per_image):
-            for unit in section.units():
+                record_failure(Failure(stage="model", model=model_config.name, error=str(exc),
+                                       traceback=trimmed_traceback(exc)))
+                continue
+            model_slug = slugs[model.name]
+            summaries.append(_summarise(model, model_slug))
+            pending = []
+            work = plan_model(model, sections, images)
+            for section, job, compute in tqdm(work, desc=model.name, unit="job", disable=not progress, leave=False):
                 started_job = time.perf_counter()
                 try:
-                    results.append(_run_unit(section, model, unit, cache, docs_dir, slugs[model.name], config.run.dpi))
+                    record = cache.get(job.key)
+                    cached = record is not None
+                    if record is None:
+                        record = compute()
+                        cache.put(job.key, record)
+                    write_data(docs_dir, section.name, model_slug, job, record)
+                    tables = write_tables(docs_dir, section, model_slug, record)
+                    pending.append((section, job, record, cached, tables))
                 except FailFast:
                     raise
                 except Exception as exc:
-                    record_failure(Failure(stage="section", section=section.name, model=model.name, image=unit,
+                    record_failure(Failure(stage="section", section=section.name, model=model.name, image=job.image,
                                            error=f"{type(exc).__name__}: {exc}", traceback=trimmed_traceback(exc)))
                 finally:
-                    section_seconds[section.name] = (section_seconds.get(section.name, 0.0)
-                                                     + time.perf_counter() - started_job)
-        del model, inputs_by_image
-        gc.collect()
+                    add_seconds(section.name, time.perf_counter() - started_job)
+            del model, work
+            gc.collect()
+            tasks = [(section.name, record, job, model_slug) for section, job, record, _, _ in pending]
+            for (section, job, record, cached, tables), (outcome, seconds) in zip(pending, renderer.render(tasks)):
+                add_seconds(section.name, seconds)
+                if isinstance(outcome, RenderError):
+                    record_failure(Failure(stage="render", section=section.name, model=job.model, image=job.image,
+                                           error=outcome.error, traceback=outcome.traceback))
+                    continue
+                results.append(JobResult(section=section.name, model=job.model, image=job.image, key=job.key,
+                                         meta=record.meta, figures=outcome, cached=cached, tables=tables,
+                                         arrays={k: record.arrays[k] for k in section.summary_arrays
+                                                 if k in record.arrays}))
 
     result = RunResult(
         config=config,
@@ -268,42 +274,84 @@ def run(
     return result
 
 
-def _run_job(section: Section, model: LoadedModel, image: ImageItem, job: Job, cache: ResultCache,
-             docs_dir: Path, model_slug: str, inputs_by_image: dict[str, ModelInput], dpi: int) -> JobResult:
-    record = cache.get(job.key)
-    cached = record is not None
-    if record is None:
-        if image.slug not in inputs_by_image:
-            inputs_by_image[image.slug] = prepare_input(model, image)
-        record = section.compute(model, image, inputs_by_image[image.slug])
-        cache.put(job.key, record)
-    write_data(docs_dir, section.name, model_slug, job, record)
-    figures = _render(section, record, job, cache, docs_dir, model_slug, dpi)
-    tables = write_tables(docs_dir, section, model_slug, record)
-    return JobResult(section=section.name, model=model.name, image=image.slug, key=job.key,
-                     meta=record.meta, figures=figures, cached=cached, tables=tables,
-                     arrays={k: record.arrays[k] for k in section.summary_arrays if k in record.arrays})
+def plan_model(model: LoadedModel, sections: list[Section], images: list[ImageItem]) -> list:
+    """The model's work in page order: (section, job, compute thunk) per image × section, then per unit.
+
+    Jobs and their keys are plain data (a distributed executor could ship them); the thunks
+    close over the loaded model, which stays in this process.
+    """
+    active = [s for s in sections if s.applies_to(model)]
+    inputs: dict[str, ModelInput] = {}
+
+    def prepared(image: ImageItem) -> ModelInput:
+        if image.slug not in inputs:
+            inputs[image.slug] = prepare_input(model, image)
+        return inputs[image.slug]
+
+    work = [(s, Job(s.name, model.name, image.slug, job_key(s, model, image)),
+             lambda s=s, image=image: s.compute(model, image, prepared(image)))
+            for image in images for s in active if s.per_image and s.applies_to_image(image)]
+    for section in (s for s in active if not s.per_image):
+        for unit in section.units():
+            work.append((section, Job(section.name, model.name, slugify(unit) or "unit", unit_key(section, model, unit)),
+                         lambda section=section, unit=unit: section.compute_unit(model, unit)))
+    return work
 
 
-def _run_unit(section: Section, model: LoadedModel, unit: str, cache: ResultCache, docs_dir: Path,
-              model_slug: str, dpi: int) -> JobResult:
-    """A non-per-image job (model × unit), cached, written and rendered like an image job."""
-    key = cache_key(generator=__version__, section=section.name, params=section.params(),
-                    model={"arch": model.config.arch, "weights_sha256": model.weights_sha256,
-                           "data_config": model.data_config},
-                    unit=unit, unit_params=section.unit_params(unit))
-    job = Job(section.name, model.name, unit, key)
-    record = cache.get(key)
-    cached = record is not None
-    if record is None:
-        record = section.compute_unit(model, unit)
-        cache.put(key, record)
-    write_data(docs_dir, section.name, model_slug, job, record)
-    figures = _render(section, record, job, cache, docs_dir, model_slug, dpi)
-    tables = write_tables(docs_dir, section, model_slug, record)
-    return JobResult(section=section.name, model=model.name, image=unit, key=key, meta=record.meta,
-                     figures=figures, cached=cached, tables=tables,
-                     arrays={k: record.arrays[k] for k in section.summary_arrays if k in record.arrays})
+def unit_key(section: Section, model: LoadedModel, unit: str) -> str:
+    return cache_key(generator=__version__, section=section.name, params=section.params(),
+                     model={"arch": model.config.arch, "weights_sha256": model.weights_sha256,
+                            "data_config": model.data_config},
+                     unit=unit, unit_params=section.unit_params(unit))
+
+
+class RenderExecutor:
+    """Draws figures in this process (``jobs=1``) or in a pool of ``jobs`` spawned workers."""
+
+    def __init__(self, jobs: int, config: GalleryConfig, cache: ResultCache):
+        self.jobs, self.config, self.cache = max(1, jobs), config, cache
+        self.pool = None
+
+    def __enter__(self) -> "RenderExecutor":
+        if self.jobs > 1:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(cancel_futures=True)
+
+    def render(self, tasks: list) -> list[tuple[Any, float]]:
+        """One (figure refs or the exception, seconds) per task, in task order."""
+        args = [(self.config, name, record, job, str(self.cache.root), self.cache.enabled, model_slug)
+                for name, record, job, model_slug in tasks]
+        if self.pool is None:
+            return [_render_task(*a) for a in args]
+        return [future.result() for future in [self.pool.submit(_render_task, *a) for a in args]]
+
+
+def _render_task(config: GalleryConfig, section_name: str, record: Record, job: Job, cache_root: str,
+                 cache_enabled: bool, model_slug: str) -> tuple[Any, float]:
+    """Worker entry point: draw one record's figures; exceptions are returned, not raised."""
+    start = time.perf_counter()
+    try:
+        section = next(cls for cls in SECTIONS if cls.name == section_name)(config)
+        cache = ResultCache(Path(cache_root), enabled=cache_enabled)
+        refs = _render(section, record, job, cache, config.output / "docs", model_slug, config.run.dpi)
+        return refs, time.perf_counter() - start
+    except Exception as exc:  # returned as text: tracebacks do not cross process boundaries
+        return RenderError(f"{type(exc).__name__}: {exc}", trimmed_traceback(exc)), time.perf_counter() - start
+
+
+@dataclass
+class RenderError:
+    """A figure that could not be drawn (from a worker or this process)."""
+
+    error: str
+    traceback: str
 
 
 def prepare_input(model: LoadedModel, image: ImageItem) -> ModelInput:

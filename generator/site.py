@@ -110,7 +110,7 @@ def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[
         by_image[r.image][r.section].append(r)
     model_order = {m.name: i for i, m in enumerate(result.models)}
     model_by_name = {m.name: m for m in result.models}
-    sections = [cls(result.config) for cls in SECTIONS]
+    sections = enabled_sections(result)
 
     for image in result.images:
         _thumbnail(image.rgb, docs / "inputs" / f"{image.slug}.png")
@@ -159,12 +159,16 @@ def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[
     return written
 
 
+def enabled_sections(result: RunResult) -> list:
+    return [s for s in (cls(result.config) for cls in SECTIONS) if s.enabled()]
+
+
 def chapter_list(result: RunResult) -> list[dict[str, str]]:
     """The site's chapters in the study's order: two explanatory pages, then one per section."""
     chapters = [{"title": "The attention mechanism", "path": "chapters/attention.md"},
                 {"title": "Obtaining attention", "path": "chapters/obtaining.md"}]
-    for cls in SECTIONS:
-        slug, title, _ = cls.chapter
+    for section in enabled_sections(result):
+        slug, title, _ = section.chapter
         chapters.append({"title": title, "path": f"chapters/{slug}.md"})
     chapters.append({"title": "Reproducibility", "path": "reproducibility.md"})
     return chapters

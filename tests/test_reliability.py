@@ -203,3 +203,23 @@ def test_fail_fast_stops_at_first_failure(tiny_gallery):
     proc = build(tiny_gallery, "--fail-fast")
     assert proc.returncode == 1
     assert "stopped at the first failure" in proc.stderr
+
+
+def test_jobs_setting_does_not_change_outputs(tmp_path):
+    images = tmp_path / "images"
+    write_synthetic_images(images, count=2)
+    one, two = tmp_path / "one.toml", tmp_path / "two.toml"
+    one.write_text(tiny_config_text(images, tmp_path / "one"))
+    two.write_text(tiny_config_text(images, tmp_path / "two"))
+    assert build(one, "--jobs", "1").returncode == 0
+    proc = build(two, "--jobs", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def outputs(config):
+        docs = load_config(config).output / "docs"
+        return {p.relative_to(docs).as_posix(): p.read_bytes()
+                for p in sorted(docs.rglob("*")) if p.is_file() and p.suffix in {".json", ".csv", ".png", ".pdf"}}
+
+    a, b = outputs(one), outputs(two)
+    assert a.keys() == b.keys() and len(a) > 20
+    assert [k for k in a if a[k] != b[k]] == []
