@@ -26,6 +26,9 @@ serve: site
 train-demo: $(STAMP)
 	$(PY) -m generator train-demo --model all --seed 0
 
+figures: $(STAMP)
+	$(PY) -m generator figures --config $(CONFIG) --dpi $(or $(DPI),300) --out figures-export
+
 bench: $(STAMP)
 	$(PY) -m generator.bench $(if $(QUICK),--quick,)
 

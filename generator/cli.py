@@ -27,28 +27,50 @@ def _load_config_or_exit(config_path: Path, overrides: dict):
         sys.exit(2)
 
 
+def _build_options(fn):
+    """The options shared by `build` and the per-section commands."""
+    for option in reversed([
+        click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+                     default=Path("gallery.toml"), show_default=True, help="The gallery's TOML config."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+                     help="Override [run] device."),
+        click.option("--no-cache", is_flag=True, help="Recompute everything (the cache is neither read nor written)."),
+        click.option("--fail-fast", is_flag=True, default=None, help="Stop at the first failure."),
+        click.option("--no-site", is_flag=True, help="Write figures and Markdown pages but do not run mkdocs."),
+        click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Worker processes that draw figures (outputs are identical for any value)."),
+        click.option("--quiet", is_flag=True, help="No progress bars."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("gallery.toml"),
-              show_default=True, help="The gallery's TOML config.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
-              help="Override [run] device.")
-@click.option("--no-cache", is_flag=True, help="Recompute everything (the cache is neither read nor written).")
-@click.option("--fail-fast", is_flag=True, default=None, help="Stop at the first failure.")
-@click.option("--no-site", is_flag=True, help="Write figures and Markdown pages but do not run mkdocs.")
-@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Worker processes that draw figures (outputs are identical for any value).")
-@click.option("--quiet", is_flag=True, help="No progress bars.")
+@_build_options
 def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, jobs: int, quiet: bool) -> None:
     """Run every model over every image and enabled section, write the pages, build the site.
 
     Exit status: 0 when everything succeeded, 1 when anything failed (the rest is kept and
     listed in the run report), 2 for a bad config.
     """
+    _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only=None)
+
+
+def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only: str | None) -> None:
+    from .models import resolve_device
     from .pipeline import FailFast, run, summary_lines
+    from .sections import SECTIONS
     from .site import SiteBuildError, build_site, write_mkdocs_config, write_pages
 
     overrides = {"run.device": device} if device else {}
+    if only is not None:
+        overrides.update({f"sections.{cls.name}.enabled": cls.name == only for cls in SECTIONS})
     config = _load_config_or_exit(config_path, overrides)
+    try:
+        resolve_device(config.run.device)
+    except ValueError as exc:
+        click.echo(f"config error: {config_path}: [run.device] {exc}", err=True)
+        sys.exit(2)
     command = "vit-gallery " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         result = run(config, use_cache=not no_cache, fail_fast=fail_fast, progress=not quiet, command=command,
@@ -70,6 +92,44 @@ def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, j
     if not no_site and not site_failed:
         click.echo(f"site: {config.site_dir}")
     sys.exit(1 if (result.failures or site_failed) else 0)
+
+
+def _section_command(name: str, title: str):
+    @_build_options
+    def command(config_path, device, no_cache, fail_fast, no_site, jobs, quiet) -> None:
+        _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only=name)
+
+    command.__doc__ = f"Build only the {title!r} section (every other section is switched off for this run)."
+    return click.command(name)(command)
+
+
+def _register_section_commands() -> None:
+    from .sections import SECTIONS
+
+    for cls in SECTIONS:
+        main.add_command(_section_command(cls.name, cls.title))
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("gallery.toml"),
+              show_default=True, help="The gallery's TOML config.")
+@click.option("--dpi", type=click.IntRange(50, 1200), default=300, show_default=True, help="PNG resolution.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("figures-export"),
+              show_default=True, help="Folder that receives figures/<section>/<model>/<image>.{png,pdf}.")
+@click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes that draw.")
+def figures(config_path: Path, dpi: int, out_dir: Path, jobs: int) -> None:
+    """Export only the figures (PNG at --dpi, and PDF) into a folder, from cached results where possible."""
+    import dataclasses
+
+    from .pipeline import run
+
+    config = _load_config_or_exit(config_path, {})
+    config = dataclasses.replace(config, run=dataclasses.replace(config.run, dpi=dpi))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result = run(config, docs_dir=out_dir.resolve(), jobs=jobs, progress=True, log=lambda m: click.echo(m, err=True))
+    count = sum(len(r.figures) for r in result.results)
+    click.echo(f"{count} figures (PNG at {dpi} dpi + PDF) in {out_dir / 'figures'}")
+    sys.exit(1 if result.failures else 0)
 
 
 @main.command("clean-cache")
@@ -119,3 +179,6 @@ def train_demo(model_kind, epochs, seed, threads, train_limit, data_dir, out_dir
             raise click.ClickException(str(exc)) from exc
         path = save(model, card, out_dir or embedded.WEIGHTS_DIR, command)
         click.echo(f"{name}: test accuracy {card['test_accuracy']:.4f}; wrote {path}")
+
+
+_register_section_commands()

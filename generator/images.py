@@ -7,6 +7,7 @@ A bad file never stops the batch: :func:`scan_images` returns the good items and
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import unicodedata
 import warnings
@@ -17,6 +18,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+# Pillow's decompression-bomb guard stays on; a deployment may tighten or loosen it explicitly.
+if os.environ.get("VIT_GALLERY_MAX_IMAGE_PIXELS"):
+    Image.MAX_IMAGE_PIXELS = int(os.environ["VIT_GALLERY_MAX_IMAGE_PIXELS"])
 
 
 @dataclass

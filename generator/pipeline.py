@@ -172,6 +172,7 @@ def run(
     progress: bool = True,
     command: str = "",
     jobs: int = 1,
+    docs_dir: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> RunResult:
     """Run every enabled section for every model × image (or unit); write data, figures and the run report.
@@ -184,7 +185,7 @@ def run(
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     out = config.output
-    docs_dir = out / "docs"
+    docs_dir = docs_dir or out / "docs"
     cache = ResultCache(out / "cache", enabled=use_cache)
     failures: list[Failure] = []
     results: list[JobResult] = []
@@ -211,7 +212,7 @@ def run(
     device = resolve_device(config.run.device)
     slugs = model_slugs(config)
 
-    with RenderExecutor(jobs, config, cache) as renderer:
+    with RenderExecutor(jobs, config, cache, docs_dir) as renderer:
         for model_config in config.models:
             try:
                 model = load_model(model_config, device)
@@ -270,7 +271,8 @@ def run(
         docs_dir=docs_dir,
         environment=environment_versions(),
     )
-    write_run_report(result, out / "run_report.json")
+    if docs_dir == out / "docs":
+        write_run_report(result, out / "run_report.json")
     return result
 
 
@@ -282,6 +284,8 @@ def plan_model(model: LoadedModel, sections: list[Section], images: list[ImageIt
     """
     active = [s for s in sections if s.applies_to(model)]
     inputs: dict[str, ModelInput] = {}
+    for image in images:
+        note_upscaling(model, image)
 
     def prepared(image: ImageItem) -> ModelInput:
         if image.slug not in inputs:
@@ -308,8 +312,8 @@ def unit_key(section: Section, model: LoadedModel, unit: str) -> str:
 class RenderExecutor:
     """Draws figures in this process (``jobs=1``) or in a pool of ``jobs`` spawned workers."""
 
-    def __init__(self, jobs: int, config: GalleryConfig, cache: ResultCache):
-        self.jobs, self.config, self.cache = max(1, jobs), config, cache
+    def __init__(self, jobs: int, config: GalleryConfig, cache: ResultCache, docs_dir: Path):
+        self.jobs, self.config, self.cache, self.docs_dir = max(1, jobs), config, cache, docs_dir
         self.pool = None
 
     def __enter__(self) -> "RenderExecutor":
@@ -326,7 +330,7 @@ class RenderExecutor:
 
     def render(self, tasks: list) -> list[tuple[Any, float]]:
         """One (figure refs or the exception, seconds) per task, in task order."""
-        args = [(self.config, name, record, job, str(self.cache.root), self.cache.enabled, model_slug)
+        args = [(self.config, name, record, job, str(self.cache.root), self.cache.enabled, model_slug, self.docs_dir)
                 for name, record, job, model_slug in tasks]
         if self.pool is None:
             return [_render_task(*a) for a in args]
@@ -334,13 +338,13 @@ class RenderExecutor:
 
 
 def _render_task(config: GalleryConfig, section_name: str, record: Record, job: Job, cache_root: str,
-                 cache_enabled: bool, model_slug: str) -> tuple[Any, float]:
+                 cache_enabled: bool, model_slug: str, docs_dir: Path) -> tuple[Any, float]:
     """Worker entry point: draw one record's figures; exceptions are returned, not raised."""
     start = time.perf_counter()
     try:
         section = next(cls for cls in SECTIONS if cls.name == section_name)(config)
         cache = ResultCache(Path(cache_root), enabled=cache_enabled)
-        refs = _render(section, record, job, cache, config.output / "docs", model_slug, config.run.dpi)
+        refs = _render(section, record, job, cache, docs_dir, model_slug, config.run.dpi)
         return refs, time.perf_counter() - start
     except Exception as exc:  # returned as text: tracebacks do not cross process boundaries
         return RenderError(f"{type(exc).__name__}: {exc}", trimmed_traceback(exc)), time.perf_counter() - start
@@ -355,15 +359,18 @@ class RenderError:
 
 
 def prepare_input(model: LoadedModel, image: ImageItem) -> ModelInput:
-    """The model's own preprocessing; notes an image smaller than the model's input (it gets upscaled)."""
+    """The model's own preprocessing (timm's eval transform from the resolved data config)."""
     view, x = preprocess(model, image.rgb)
+    return ModelInput(view=view, x=x)
+
+
+def note_upscaling(model: LoadedModel, image: ImageItem) -> None:
+    """Note on the image when it is smaller than the model's input (the transform upscales it)."""
     h, w = image.rgb.shape[:2]
     ih, iw = model.input_size
-    if h < ih or w < iw:
-        note = f"{w}×{h} pixels: upscaled to {iw}×{ih} by {model.name}'s transform"
-        if note not in image.notes:
-            image.notes.append(note)
-    return ModelInput(view=view, x=x)
+    note = f"{w}×{h} pixels: upscaled to {iw}×{ih} by {model.name}'s transform"
+    if (h < ih or w < iw) and note not in image.notes:
+        image.notes.append(note)
 
 
 def write_data(docs_dir: Path, section: str, model_slug: str, job: Job, record: Record) -> Path:

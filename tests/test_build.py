@@ -148,3 +148,41 @@ def test_faithfulness_section_and_chapter(tmp_path):
     swin = json.loads((cfg.output / "docs" / "figures" / "faithfulness" / "tiny-swin" / "synthetic-0.json").read_text())
     assert [row["method"] for row in swin] == ["Swin rollout", "last-stage window attention", "LIME"]
     assert all(0.0 <= row["deletion_auc"] <= 1.0 and 0.0 <= row["insertion_auc"] <= 1.0 for row in data + swin)
+
+
+def test_figures_export_at_a_chosen_dpi(tiny_gallery, tmp_path):
+    from PIL import Image
+
+    out = tmp_path / "export"
+    proc = subprocess.run([sys.executable, "-m", "generator", "figures", "--config", str(tiny_gallery), "--dpi", "72",
+                           "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    png = out / "figures" / "heads" / "tiny-vit" / "synthetic-0.png"
+    assert png.is_file() and (out / "figures" / "heads" / "tiny-vit" / "synthetic-0.pdf").is_file()
+    dpi = Image.open(png).info.get("dpi")
+    assert dpi and round(dpi[0]) == 72
+
+
+def test_section_subcommand_runs_only_that_section(tiny_gallery):
+    proc = subprocess.run([sys.executable, "-m", "generator", "heads", "--config", str(tiny_gallery), "--quiet",
+                           "--no-site"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((load_config(tiny_gallery).output / "run_report.json").read_text())
+    assert set(report["section_seconds"]) == {"heads"} and report["jobs"]["total"] == 2
+
+
+def test_manifest_holds_real_versions_and_hashes(tiny_gallery):
+    from importlib.metadata import version
+
+    assert build(tiny_gallery, "--no-site").returncode == 0
+    cfg = load_config(tiny_gallery)
+    page = (cfg.output / "docs" / "reproducibility.md").read_text()
+    report = json.loads((cfg.output / "run_report.json").read_text())
+    for package in ("torch", "timm", "lime", "mkdocs-material"):
+        assert f"| {package.replace('-', chr(92) + '-')} | {version(package)}" in page or \
+               f"| {package} | {version(package)}" in page, package
+    for model in report["models"]:
+        assert model["weights_sha256"] in page
+    for image in report["images"]:
+        assert image["sha256"] in page
+    assert "vit-gallery build" in page and "random:0" in page  # the command and the config text

@@ -106,3 +106,28 @@ def test_preprocess_equals_timm_transform():
     expected = create_transform(**model.data_config, is_training=False)(Image.fromarray(rgb))
     torch.testing.assert_close(x, expected, atol=1e-6, rtol=0)
     assert view.shape == (224, 224, 3) and view.dtype == np.uint8
+
+
+def test_device_resolution(monkeypatch):
+    from generator.models import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto").type in ("cpu", "mps")
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="cuda"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto").type == "cuda"
+
+
+def test_results_match_between_float_paths_on_cpu():
+    """The device option moves model and inputs together; on CPU, batch-of-8 and single-image
+    captures agree within float tolerance (what a GPU run is held to as well)."""
+    from generator.attention import vit_attention
+
+    model = load_model(ModelConfig(name="v", arch="vit_fmnist_patch4_28", weights="random:0"), device="cpu")
+    x = torch.randn(8, 3, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logits, attn = vit_attention(model.module, x.to(model.device))
+        single = torch.cat([vit_attention(model.module, x[i : i + 1])[1] for i in range(8)], dim=1)
+    torch.testing.assert_close(attn, single, atol=1e-5, rtol=1e-4)

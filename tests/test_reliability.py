@@ -223,3 +223,28 @@ def test_jobs_setting_does_not_change_outputs(tmp_path):
     a, b = outputs(one), outputs(two)
     assert a.keys() == b.keys() and len(a) > 20
     assert [k for k in a if a[k] != b[k]] == []
+
+
+def test_run_report_lists_each_bad_file_once(tmp_path, monkeypatch):
+    images = tmp_path / "images"
+    expected = write_bad_and_odd_images(images)
+    Image.new("RGB", (5, 4), (200, 10, 10)).save(images / "tiny.png")
+    extra = ("[sections.rollout]\nenabled = false\n[sections.swin]\nenabled = false\n"
+             "[sections.perturb]\nenabled = false\n")
+    config = tmp_path / "c.toml"
+    text = tiny_config_text(images, tmp_path, extra).replace("[sections.lime]\n", "[sections.lime]\nenabled = false\n")
+    config.write_text(text)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    # Pillow's bomb guard is set to 20 MP inside the build by this environment variable hook
+    proc = build(config, env={**env, "VIT_GALLERY_MAX_IMAGE_PIXELS": "20000000"})
+    assert proc.returncode == 1
+    report = json.loads((load_config(config).output / "run_report.json").read_text())
+    failed = [f["image"] for f in report["failures"]]
+    bad = sorted(name for name, what in expected.items() if what != "ok")
+    assert sorted(failed) == bad  # each exactly once, nothing else
+    good = {i["file"]: i for i in report["images"]}
+    assert set(good) == {n for n, w in expected.items() if w == "ok"} | {"tiny.png"}
+    assert any("upscaled" in note for note in good["tiny.png"]["notes"])
+    page = (load_config(config).output / "docs" / "run-report.md").read_text()
+    for name in bad:
+        assert page.count(name.replace(".", ".")) >= 1
