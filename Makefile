@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 CONFIG ?= gallery.toml
+JOBS   ?= 2
 STAMP  := $(VENV)/.installed
 
 .PHONY: venv site test serve clean clean-cache train-demo bench bench-quick figures
@@ -15,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $@
 
 site: $(STAMP)
-	$(PY) -m generator build --config $(CONFIG)
+	$(PY) -m generator build --config $(CONFIG) --jobs $(JOBS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
@@ -34,6 +35,9 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m generator.bench --quick
+
+clean-cache: $(STAMP)
+	$(PY) -m generator clean-cache --config $(CONFIG)
 
 clean:
 	rm -rf build site .pytest_cache tests/artifacts

@@ -1,0 +1,25 @@
+"""`make bench-quick` runs and writes valid JSON (benchmarks are not tests: no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_quick_writes_valid_json(tmp_path):
+    out = tmp_path / "results.json"
+    proc = subprocess.run([sys.executable, "-m", "generator.bench", "--quick", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["quick"] is True and results["versions"]["torch"]
+    names = [r["name"] for r in results["rows"]]
+    assert any(n.startswith("attention capture") for n in names)
+    assert any(n.startswith("LIME vs its forward passes") for n in names)
+    assert any(n.startswith("probe (cached features)") for n in names)
+    assert any(n.startswith("warm rebuild") for n in names)
+    for row in results["rows"]:
+        assert row["ours_s"]["n"] >= 1 and row["ours_s"]["median"] > 0 and row["ratio"] > 0
+    assert [p["images"] for p in results["scaling"]["points"]] == [1, 2]
+    assert results["floor"]["matmul_gflops"] > 0
