@@ -268,14 +268,19 @@ def bench_scaling(quick: bool, workdir: Path) -> dict:
     points = []
     for n in counts:
         config = _gallery(workdir, n, f"scale{n}", quick)
-        proc_times = []
         start = time.perf_counter()
-        proc = subprocess.run(["/usr/bin/time", "-f", "%M", sys.executable, "-m", "generator", "build", "--config",
+        # a fresh wrapper per run, so RUSAGE_CHILDREN's peak is this build's alone
+        wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+                   "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+        proc = subprocess.run([sys.executable, "-c", wrapper, sys.executable, "-m", "generator", "build", "--config",
                                str(config), "--quiet", "--no-site", "--no-cache"], capture_output=True, text=True)
         wall = time.perf_counter() - start
-        peak_kib = int(proc.stderr.strip().splitlines()[-1]) if proc.stderr.strip() else 0
-        proc_times.append(wall)
-        points.append({"images": n, "wall_s": wall, "peak_rss_mib": peak_kib / 1024})
+        if proc.returncode != 0:
+            raise RuntimeError(f"build failed: {proc.stderr[-2000:]}")
+        peak_kib = int(proc.stdout.strip().splitlines()[-1])
+        report = json.loads((workdir / f"scale{n}" / "build" / "run_report.json").read_text())
+        points.append({"images": n, "wall_s": wall, "peak_rss_mib": peak_kib / 1024,
+                       "section_seconds": report["section_seconds"]})
     slopes = [(b["wall_s"] - a["wall_s"]) / (b["images"] - a["images"]) for a, b in zip(points, points[1:])]
     growth = {"seconds_per_image": slopes,
               "superlinear": bool(len(slopes) > 1 and slopes[-1] > 1.5 * max(slopes[0], 1e-9))}
