@@ -241,7 +241,7 @@ def bench_incremental(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     n = 2 if quick else 6
     config = _gallery(workdir, n, "incremental", quick)
     cold, warm = [], []
-    for _ in range(1 if quick else 3):
+    for _ in range(1 if quick else 2):
         cold.append(_run_build(config, "--no-cache")[0])
         _run_build(config)
         warm.append(_run_build(config)[0])
@@ -253,7 +253,7 @@ def bench_incremental(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     folder = workdir / "incremental-images"
     one = folder / "img00.png"
     changed = []
-    for k in range(1 if quick else 3):
+    for k in range(1 if quick else 2):
         array = np.asarray(Image.open(one)).copy()
         array[0, 0] = (int(array[0, 0]) + 1 + k) % 256
         Image.fromarray(array).save(one)

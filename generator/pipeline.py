@@ -209,6 +209,8 @@ def run(
         log(f"no usable images in {config.images}")
 
     sections = [s for s in (cls(config) for cls in SECTIONS) if s.enabled()]
+    for section in sections:
+        section.use_cache = use_cache  # sections with stores of their own (probe features) honour --no-cache
     device = resolve_device(config.run.device)
     slugs = model_slugs(config)
 

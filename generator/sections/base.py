@@ -57,6 +57,7 @@ class Section(ABC):
 
     def __init__(self, config: GalleryConfig):
         self.config = config
+        self.use_cache = True
 
     @property
     def settings(self) -> Any:

@@ -76,7 +76,7 @@ class ProbeSection(Section):
                         transform=repr(transform))
         path = self.config.output / "cache" / "features" / f"{key}.npy"
         labels = np.array([y for _, y in items], dtype=np.int64)
-        if path.is_file():
+        if path.is_file() and self.use_cache:
             try:
                 features = np.load(path, mmap_mode="r")
                 if features.shape[0] == len(items):
