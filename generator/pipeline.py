@@ -229,7 +229,7 @@ def run(
             for section, job, compute in tqdm(work, desc=model.name, unit="job", disable=not progress, leave=False):
                 started_job = time.perf_counter()
                 try:
-                    record = cache.get(job.key)
+                    record = cache.get(job.key) if job.key else None
                     cached = record is not None
                     if record is None:
                         record = compute()
@@ -299,9 +299,20 @@ def plan_model(model: LoadedModel, sections: list[Section], images: list[ImageIt
             for image in images for s in active if s.per_image and s.applies_to_image(image)]
     for section in (s for s in active if not s.per_image):
         for unit in section.units():
-            work.append((section, Job(section.name, model.name, slugify(unit) or "unit", unit_key(section, model, unit)),
-                         lambda section=section, unit=unit: section.compute_unit(model, unit)))
+            try:
+                key = unit_key(section, model, unit)
+                compute = lambda section=section, unit=unit: section.compute_unit(model, unit)  # noqa: E731
+            except Exception as exc:  # e.g. a missing dataset: the job fails alone, with this error
+                key, compute = "", _raiser(exc)
+            work.append((section, Job(section.name, model.name, slugify(unit) or "unit", key), compute))
     return work
+
+
+def _raiser(exc: Exception) -> Callable[[], Record]:
+    def compute() -> Record:
+        raise exc
+
+    return compute
 
 
 def unit_key(section: Section, model: LoadedModel, unit: str) -> str:
