@@ -91,11 +91,13 @@ def vit_attention_modules(model: torch.nn.Module) -> list[Attention]:
     return modules
 
 
-def _softmax_from_qkv(module: Attention, qkv: torch.Tensor, attn_mask, is_causal: bool) -> torch.Tensor:
+def _softmax_from_qkv(module: Attention, qkv: torch.Tensor, attn_mask, is_causal: bool,
+                      out: torch.Tensor | None = None) -> torch.Tensor:
     """Rebuild timm's unfused attention probabilities from a qkv projection output.
 
     Args:
         qkv: (batch, tokens, 3·heads·head_dim) output of ``module.qkv``.
+        out: optional (batch, heads, tokens, tokens) tensor to write the result into.
 
     Returns:
         (batch, heads, tokens, tokens) post-softmax attention.
@@ -106,15 +108,19 @@ def _softmax_from_qkv(module: Attention, qkv: torch.Tensor, attn_mask, is_causal
     q = q * module.scale
     scores = q @ k.transpose(-2, -1)
     scores = maybe_add_mask(scores, resolve_self_attn_mask(tokens, scores, attn_mask, is_causal))
-    return scores.softmax(dim=-1)
+    if out is None:
+        return scores.softmax(dim=-1)
+    # the same kernel as Tensor.softmax, written straight into the caller's buffer (no stacking copy)
+    return torch.ops.aten._softmax.out(scores, -1, False, out=out)
 
 
 @contextmanager
-def capture_vit_attention(model: torch.nn.Module, detach: bool = True) -> Iterator[list]:
-    """Context manager: while active, every forward pass fills the yielded list (one entry per block)
-    with (batch, heads, tokens, tokens) attention. Hooks are removed on exit, also on error."""
+def capture_vit_attention(model: torch.nn.Module) -> Iterator[dict]:
+    """Context manager: while active, a forward pass fills ``yielded["attn"]``, a
+    (blocks, batch, heads, tokens, tokens) tensor allocated at the first block, and marks each
+    block in ``yielded["done"]``. Hooks are removed on exit, also on error."""
     modules = vit_attention_modules(model)
-    captured: list = [None] * len(modules)
+    state: dict = {"attn": None, "done": [False] * len(modules)}
     qkv_outputs: dict[int, torch.Tensor] = {}
     handles = []
 
@@ -131,9 +137,12 @@ def capture_vit_attention(model: torch.nn.Module, detach: bool = True) -> Iterat
                 raise AttentionCaptureError(f"block {index}: the qkv projection did not run")
             attn_mask = kwargs.get("attn_mask", args[1] if len(args) > 1 else None)
             is_causal = bool(kwargs.get("is_causal", args[2] if len(args) > 2 else False))
-            with torch.set_grad_enabled(not detach and torch.is_grad_enabled()):
-                probs = _softmax_from_qkv(module, qkv.detach() if detach else qkv, attn_mask, is_causal)
-            captured[index] = probs
+            batch, tokens, _ = qkv.shape
+            if state["attn"] is None:
+                state["attn"] = qkv.new_empty(len(modules), batch, module.num_heads, tokens, tokens)
+            with torch.no_grad():
+                _softmax_from_qkv(module, qkv.detach(), attn_mask, is_causal, out=state["attn"][index])
+            state["done"][index] = True
 
         return hook
 
@@ -141,7 +150,7 @@ def capture_vit_attention(model: torch.nn.Module, detach: bool = True) -> Iterat
         for i, module in enumerate(modules):
             handles.append(module.qkv.register_forward_hook(store_qkv(i)))
             handles.append(module.register_forward_hook(compute(i), with_kwargs=True))
-        yield captured
+        yield state
     finally:
         for handle in handles:
             handle.remove()
@@ -161,12 +170,12 @@ def vit_attention(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
     Raises:
         AttentionCaptureError: no attention blocks, or a block's hook captured nothing.
     """
-    with capture_vit_attention(model) as captured:
+    with capture_vit_attention(model) as state:
         logits = model(x)
-    missing = [i for i, a in enumerate(captured) if a is None]
+    missing = [i for i, done in enumerate(state["done"]) if not done]
     if missing:
         raise AttentionCaptureError(f"no attention captured for blocks {missing}; did the forward pass skip them?")
-    return logits, torch.stack(captured)
+    return logits, state["attn"]
 
 
 Query = Union[str, int]
