@@ -157,6 +157,33 @@ def bench_lime(quick: bool, repeats: int) -> list[dict]:
     return out
 
 
+def bench_batch_sizes(quick: bool, repeats: int) -> dict:
+    """Forward throughput of the LIME classifier function by batch size (how defaults are chosen)."""
+    import timm
+
+    from .lime_explain import predict_fn
+
+    out = {}
+    cases = [("vit_fmnist_patch4_28", 256)] if quick else [("vit_fmnist_patch4_28", 1000), ("vit_base_patch16_224", 64),
+                                                           ("swin_base_patch4_window7_224", 64)]
+    for arch, count in cases:
+        torch.manual_seed(0)
+        model = timm.create_model(arch, pretrained=False).eval()
+        size = model.pretrained_cfg["input_size"][-1]
+        images = np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
+        sizes = {}
+        for batch in (1, 4, 8, 10, 16, 32, 64):
+            classify = predict_fn(model, batch)
+            times = timed(lambda: classify(images), max(2, repeats // 2))
+            sizes[batch] = {"images_per_s": count / statistics.median(times), "median_s": statistics.median(times)}
+        best = max(sizes, key=lambda b: sizes[b]["images_per_s"])
+        out[arch] = {"by_batch": sizes, "best_batch": best,
+                     "vs_lime_default_10": sizes[best]["images_per_s"] / sizes[10]["images_per_s"]}
+        print(f"batch sweep {arch}: best {best} ({sizes[best]['images_per_s']:.1f} img/s; "
+              f"{out[arch]['vs_lime_default_10']:.2f}× batch 10)", flush=True)
+    return out
+
+
 def bench_probe(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     import timm
     from timm.data import create_transform, resolve_model_data_config
@@ -335,6 +362,7 @@ def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json") -> di
                 print(_format(r), flush=True)
         results["scaling"] = bench_scaling(quick, work)
         print(json.dumps(results["scaling"], indent=1), flush=True)
+        results["batch_sizes"] = bench_batch_sizes(quick, repeats)
         results["floor"] = bench_floor(quick, repeats)
         print(json.dumps(results["floor"], indent=1), flush=True)
     finally:
