@@ -94,6 +94,10 @@ class ResultCache:
         """Whether an extra success stamp (e.g. "figures") exists for ``key``."""
         return self.enabled and (self._dir(key) / f"{name}.ok").is_file()
 
+    def read_stamp(self, key: str, name: str) -> str:
+        """The content of an extra stamp written by :meth:`stamp`."""
+        return (self._dir(key) / f"{name}.ok").read_text(encoding="utf-8")
+
     def stamp(self, key: str, name: str, content: str = "") -> None:
         if self.enabled:
             atomic_write_text(self._dir(key) / f"{name}.ok", content)

@@ -8,6 +8,7 @@ run goes on (unless ``fail_fast``) and the failures land in the run report and e
 from __future__ import annotations
 
 import gc
+import json
 import platform
 import sys
 import time
@@ -388,8 +389,6 @@ def note_upscaling(model: LoadedModel, image: ImageItem) -> None:
 
 def write_data(docs_dir: Path, section: str, model_slug: str, job: Job, record: Record) -> Path:
     """The record's metadata as stable JSON: ``data/<section>/<model>/<image>.json`` (byte-identical reruns)."""
-    import json
-
     path = docs_dir / "data" / section / model_slug / f"{record.image}.json"
     ensure_inside(docs_dir, path)
     payload = {"section": section, "model": record.model, "image": record.image, "cache_key": job.key,
@@ -425,11 +424,12 @@ def _render(section: Section, record: Record, job: Job, cache: ResultCache, docs
     stamped = cache.has_stamp(job.key, stamp_name)
     refs: dict[str, FigureRef] = {}
     if stamped:
-        import json
-
-        listed = json.loads((cache.root / job.key[:2] / job.key / f"{stamp_name}.ok").read_text(encoding="utf-8"))
-        refs = {fid: FigureRef(**ref) for fid, ref in listed.items()}
-        if all((docs_dir / r.png).is_file() and (docs_dir / r.pdf).is_file() for r in refs.values()):
+        try:
+            listed = json.loads(cache.read_stamp(job.key, stamp_name))
+            refs = {fid: FigureRef(**ref) for fid, ref in listed.items()}
+        except (ValueError, TypeError, OSError):  # an unreadable stamp: draw again
+            refs = {}
+        if refs and all((docs_dir / r.png).is_file() and (docs_dir / r.pdf).is_file() for r in refs.values()):
             return refs
     refs = {}
     for figure_id, fig in section.render(record).items():
@@ -488,8 +488,6 @@ def run_report_dict(result: RunResult) -> dict[str, Any]:
 
 
 def write_run_report(result: RunResult, path: Path) -> None:
-    import json
-
     atomic_write_text(path, json.dumps(run_report_dict(result), indent=2, sort_keys=True, default=str) + "\n")
 
 
