@@ -85,6 +85,12 @@ def _thumbnail(rgb: np.ndarray, path: Path, size: int = 256) -> None:
     write_if_changed(path, buffer.getvalue())
 
 
+def page_extras(section, results) -> dict:
+    """A section's page extras, with every DataFrame turned into an escaped Markdown table."""
+    return {k: markdown_table(v) if hasattr(v, "to_markdown") else v
+            for k, v in section.page_extras(results).items()}
+
+
 def markdown_table(frame) -> Markup:
     """A pandas DataFrame as a Markdown table, every cell escaped."""
     escaped = frame.map(lambda v: escape_md(v) if isinstance(v, str) else v)
@@ -118,8 +124,7 @@ def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[
         for section in (s for s in sections if s.per_image):
             items = sorted(by_image[image.slug].get(section.name, []), key=lambda r: model_order.get(r.model, 0))
             if items:
-                extras = {k: markdown_table(v) if hasattr(v, "to_markdown") else v
-                          for k, v in section.page_extras(items).items()}
+                extras = page_extras(section, items)
                 blocks.append({"section": section, "results": items, "extras": extras})
         failures = [f for f in result.failures if f.image == image.slug]
         page("image.md.j2", f"images/{image.slug}.md", image=image, blocks=blocks, models=model_by_name,
@@ -137,16 +142,14 @@ def write_pages(result: RunResult, templates_dir: Path = TEMPLATES_DIR) -> list[
         if not section.per_image:
             items = sorted((r for r in result.results if r.section == section.name),
                            key=lambda r: model_order.get(r.model, 0))
-            extras = {k: markdown_table(v) if hasattr(v, "to_markdown") else v
-                      for k, v in section.page_extras(items).items()}
+            extras = page_extras(section, items)
             page("chapters/unit-section.md.j2", f"chapters/{slug}.md", chapter={"title": title, "intro": intro},
                  section=section, results=items, extras=extras, models=model_by_name, config=result.config)
             continue
         for image in result.images:
             items = sorted(by_image[image.slug].get(section.name, []), key=lambda r: model_order.get(r.model, 0))
             if items:
-                extras = {k: markdown_table(v) if hasattr(v, "to_markdown") else v
-                          for k, v in section.page_extras(items).items()}
+                extras = page_extras(section, items)
                 entries.append({"image": image, "section": section, "results": items, "extras": extras})
         all_results = [r for r in result.results if r.section == section.name]
         page("chapters/section.md.j2", f"chapters/{slug}.md", chapter={"title": title, "intro": intro},

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from generator.config import ModelConfig, load_config
 from generator.embedded import FASHION_MNIST_CLASSES, SWIN_NAME, VIT_NAME, WEIGHTS_DIR

@@ -111,7 +111,6 @@ def test_bad_regions_name_variant_and_edit(box, fragment):
 
 
 def test_table_equals_the_models_softmax():
-    import timm
 
     from generator.config import ModelConfig
     from generator.models import load_model, preprocess

@@ -78,7 +78,7 @@ def test_window_attention_equals_timm_softmax(embedded_swin, fused):
 def block_output_check(model, x, stage, block_index):
     """full_attention @ V (V from the block's input, original order) vs the block's pre-projection output."""
     block = swin_blocks(model)[(stage, block_index)]
-    geometry_holder, inputs, pre_proj = {}, {}, {}
+    inputs, pre_proj = {}, {}
     handles = [
         block.register_forward_pre_hook(lambda m, a: inputs.__setitem__("x", a[0])),
         block.attn.proj.register_forward_hook(lambda m, a, o: pre_proj.__setitem__("x", a[0])),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 
@@ -27,7 +26,6 @@ class HeadsSection(Section):
         with torch.inference_mode():
             logits, attn = vit_attention(model.module, inputs.x[None].to(model.device))
             maps = query_attention_maps(attn, layout, self.settings.query)[:, 0]  # blocks, heads, h, w
-        left_out = [n for n in layout.prefix_names]
         return Record(
             section=self.name,
             model=model.name,
@@ -40,7 +38,7 @@ class HeadsSection(Section):
                 "grid": list(layout.grid),
                 "blocks": int(maps.shape[0]),
                 "heads": int(maps.shape[1]),
-                "left_out_tokens": left_out,
+                "left_out_tokens": list(layout.prefix_names),
             },
         )
 

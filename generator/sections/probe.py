@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from timm.data import create_transform
 
@@ -55,7 +54,7 @@ class ProbeSection(Section):
         if name not in self._splits:
             root = self.dataset_root(name)
             if not root.exists():
-                hint = next((v for k, v in DATASET_SOURCES.items() if k in name.lower() or k in str(root).lower()), None)
+                hint = source_hint(name, str(root))
                 raise DatasetError(f"dataset {name!r} not found at {root}" + (f"; get it from {hint}" if hint else ""))
             self._splits[name] = discover_dataset(root, self.settings.split_seed)
         return self._splits[name]
@@ -135,6 +134,12 @@ class ProbeSection(Section):
         for d in datasets:
             if not any((m, d) in by for m in models):
                 where = self.settings.datasets[d]
-                hint = next((v for k, v in DATASET_SOURCES.items() if k in d.lower() or k in where.lower()), None)
+                hint = source_hint(d, where)
                 missing[d] = f"not found at {where}" + (f"; get it from {hint}" if hint else "")
         return {"accuracy_table": pd.DataFrame(rows), "missing": missing}
+
+
+def source_hint(name: str, where: str) -> str | None:
+    """Where to download a known study dataset, judged by its config name or path."""
+    text = f"{name} {where}".lower()
+    return next((source for key, source in DATASET_SOURCES.items() if key in text), None)
