@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import timm
 import torch
-from lime import lime_image
+from lime import lime_base, lime_image
 
-from generator.lime_explain import explain_image, predict_fn, region_iou, region_mask
+from generator.lime_explain import GramLimeBase, explain_image, predict_fn, region_iou, region_mask
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +28,50 @@ def natural_image(size=28, seed=0) -> np.ndarray:
     return np.clip(img.astype(int) + rng.integers(0, 25, img.shape), 0, 255).astype(np.uint8)
 
 
-def test_same_explanation_as_plain_lime(tiny_vit):
-    image = natural_image()
-    ours = explain_image(tiny_vit, image, num_samples=300, seed=3, batch_size=32)
-    plain = lime_image.LimeImageExplainer(random_state=3).explain_instance(
-        image, predict_fn(tiny_vit, 10), top_labels=2, num_samples=300, num_features=5, random_seed=3)
+@pytest.mark.parametrize("seed,num_features", [(3, 5), (11, 2), (5, 6)])
+def test_same_explanation_as_plain_lime(tiny_vit, seed, num_features):
+    image = natural_image(seed=seed)
+    ours = explain_image(tiny_vit, image, num_samples=300, seed=seed, batch_size=32, num_features=num_features)
+    plain = lime_image.LimeImageExplainer(random_state=seed).explain_instance(
+        image, predict_fn(tiny_vit, 10), top_labels=2, num_samples=300, num_features=num_features, random_seed=seed)
     assert np.array_equal(ours.segments, plain.segments)
     assert ours.top_labels == plain.top_labels
     assert ours.local_exp.keys() == plain.local_exp.keys()
     for label in plain.local_exp:
-        a, b = dict(ours.local_exp[label]), dict(plain.local_exp[label])
-        assert a.keys() == b.keys()
-        for seg in a:
-            assert abs(a[seg] - b[seg]) < 1e-4
+        assert [seg for seg, _ in ours.local_exp[label]] == [seg for seg, _ in plain.local_exp[label]]
+        for (_, a), (_, b) in zip(ours.local_exp[label], plain.local_exp[label]):
+            assert abs(a - b) < 1e-4
+        assert abs(ours.intercept[label] - plain.intercept[label]) < 1e-6
+    assert abs(ours.score - plain.score) < 1e-6  # lime keeps the last label's fit score
+
+
+def test_vectorised_forward_selection_picks_what_lime_picks():
+    rng = np.random.default_rng(1)
+    for _ in range(25):
+        n, d = int(rng.integers(40, 900)), int(rng.integers(2, 60))
+        data = rng.integers(0, 2, (n, d))
+        data[0] = 1
+        beta = rng.normal(size=d) * (rng.random(d) < 0.3)
+        labels = 1 / (1 + np.exp(-(data @ beta + rng.normal(scale=0.3, size=n))))
+        weights = np.exp(-3 * rng.random(n))
+        k = int(rng.integers(1, 7))
+        expected = lime_base.LimeBase(lambda x: x, random_state=0).forward_selection(data, labels, weights, k)
+        got = GramLimeBase(lambda x: x, random_state=0).forward_selection(data, labels, weights, k)
+        assert np.array_equal(expected, got)
+
+
+@pytest.mark.filterwarnings("ignore:An ill-conditioned matrix")  # sklearn's, inside lime's own loop
+def test_vectorised_forward_selection_degenerate_cases_follow_lime():
+    rng = np.random.default_rng(2)
+    data = rng.integers(0, 2, (200, 8))
+    data[:, 5] = data[:, 2]  # an exact duplicate: ties, then a singular fit
+    weights = np.ones(200)
+    labels = 0.3 * data[:, 2] + 0.1 * data[:, 7] + 0.01 * rng.normal(size=200)
+    constant = np.full(200, 0.5)  # R² undefined for every candidate
+    for y in (labels, constant):
+        expected = lime_base.LimeBase(lambda x: x, random_state=0).forward_selection(data, y, weights, 4)
+        got = GramLimeBase(lambda x: x, random_state=0).forward_selection(data, y, weights, 4)
+        assert np.array_equal(expected, got)
 
 
 def test_seed_determinism(tiny_vit):
