@@ -20,11 +20,27 @@ __all__ = [
     "AttentionCaptureError",
     "TokenLayout",
     "query_attention_maps",
+    "unfused_attention",
     "vit_attention",
     "vit_attention_gradients",
     "vit_attention_modules",
     "vit_token_layout",
 ]
+
+
+@contextmanager
+def unfused_attention(model: torch.nn.Module) -> Iterator[None]:
+    """Run timm's explicit softmax(q k^T) v path in every attention module (ViT and Swin alike),
+    so that the attention matrix exists as a tensor and its matmuls are visible; restored on exit."""
+    modules = [m for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+    before = [m.fused_attn for m in modules]
+    try:
+        for m in modules:
+            m.fused_attn = False
+        yield
+    finally:
+        for m, fused in zip(modules, before):
+            m.fused_attn = fused
 
 
 class AttentionCaptureError(RuntimeError):
@@ -239,7 +255,6 @@ def vit_attention_gradients(
         grads: same shape as ``attn``: ∂ logit[target] / ∂ attn.
     """
     modules = vit_attention_modules(model)
-    fused_before = [m.fused_attn for m in modules]
     captured: list = [None] * len(modules)
     handles = []
 
@@ -251,9 +266,8 @@ def vit_attention_gradients(
 
     try:
         for i, module in enumerate(modules):
-            module.fused_attn = False
             handles.append(module.attn_drop.register_forward_hook(store(i)))
-        with torch.enable_grad():
+        with torch.enable_grad(), unfused_attention(model):
             logits = model(x.detach().requires_grad_(True))
             missing = [i for i, a in enumerate(captured) if a is None]
             if missing:
@@ -265,6 +279,4 @@ def vit_attention_gradients(
     finally:
         for handle in handles:
             handle.remove()
-        for module, fused in zip(modules, fused_before):
-            module.fused_attn = fused
     return logits.detach(), torch.stack([a.detach() for a in captured]), torch.stack(grads)

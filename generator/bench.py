@@ -40,16 +40,23 @@ def timed(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
     return out
 
 
-def side_by_side(ours: Callable, baseline: Callable, repeats: int) -> tuple[list[float], list[float]]:
-    """Alternate the two so that drift on the machine hits both alike."""
-    ours(), baseline()  # warm-up
-    a, b = [], []
+def alternate(fns: dict[str, Callable], repeats: int) -> dict[str, list[float]]:
+    """Time each function ``repeats`` times, interleaved, after one warm-up call of each, so that
+    drift on the machine hits all of them alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        for fn, bucket in ((ours, a), (baseline, b)):
+        for name, fn in fns.items():
             start = time.perf_counter()
             fn()
-            bucket.append(time.perf_counter() - start)
-    return a, b
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def side_by_side(ours: Callable, baseline: Callable, repeats: int) -> tuple[list[float], list[float]]:
+    times = alternate({"ours": ours, "baseline": baseline}, repeats)
+    return times["ours"], times["baseline"]
 
 
 def stats(values: list[float]) -> dict:
@@ -110,78 +117,144 @@ def bench_capture(quick: bool, repeats: int) -> list[dict]:
     return out
 
 
-def bench_lime(quick: bool, repeats: int) -> list[dict]:
+def _lime_case(arch: str, pretrained: bool):
     import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=pretrained).eval()
+    size = model.pretrained_cfg["input_size"][-1]
+    rng = np.random.default_rng(0)
+    image = np.zeros((size, size, 3), np.uint8)
+    image[size // 4 : 3 * size // 4, size // 5 : 4 * size // 5] = 200
+    image = np.clip(image.astype(int) + rng.integers(0, 40, image.shape), 0, 255).astype(np.uint8)
+    segmentation = {"kernel_size": 1, "max_dist": 4} if size < 64 else {}  # lime's defaults give 1 segment at 28 px
+    return model, image, segmentation
+
+
+def bench_lime(quick: bool, repeats: int, cases: list[tuple[str, int]] | None = None) -> list[dict]:
     from lime import lime_image
+    from lime.wrappers.scikit_image import SegmentationAlgorithm
 
     from .lime_explain import explain_image, predict_fn
+    from .models import auto_batch_size, forward_flops
 
     out = []
-    cases = [("vit_fmnist_patch4_28", 200, 64)] if quick else [("vit_fmnist_patch4_28", 1000, 64),
-                                                               ("vit_base_patch16_224", 100, 16)]
-    for arch, samples, batch in cases:
-        torch.manual_seed(0)
-        model = timm.create_model(arch, pretrained=True if arch.endswith("_28") else False).eval()
-        size = model.pretrained_cfg["input_size"][-1]
-        rng = np.random.default_rng(0)
-        image = np.zeros((size, size, 3), np.uint8)
-        image[size // 4 : 3 * size // 4, size // 5 : 4 * size // 5] = 200
-        image = np.clip(image.astype(int) + rng.integers(0, 40, image.shape), 0, 255).astype(np.uint8)
-        seg = {"kernel_size": 1, "max_dist": 4} if size < 64 else {}
+    if cases is None:
+        cases = [("vit_fmnist_patch4_28", 200)] if quick else [("vit_fmnist_patch4_28", 1000),
+                                                               ("vit_base_patch16_224", 100)]
+    for arch, samples in cases:
+        model, image, seg = _lime_case(arch, pretrained=arch.endswith("_28"))
+        size = image.shape[0]
+        batch = auto_batch_size(forward_flops(model, (size, size)))  # what the gallery's "auto" picks
         images = np.repeat(image[None], samples, axis=0)
         classify = predict_fn(model, batch)
-        ours, forward = side_by_side(
-            lambda: explain_image(model, image, num_samples=samples, batch_size=batch, segmentation_params=seg),
-            lambda: classify(images), repeats)
-        r = statistics.median(ours) / statistics.median(forward)
-        extra = {"num_samples": samples, "batch_size": batch}
-        if r > 1.10:
-            extra["largest_costs"] = top_cost(
-                lambda: explain_image(model, image, num_samples=samples, batch_size=batch, segmentation_params=seg))
-        out.append(row(f"LIME vs its forward passes: {arch}", ours, forward, "≤ 1.10×", r <= 1.10, **extra))
-        from lime.wrappers.scikit_image import SegmentationAlgorithm
+
+        def ours():
+            return explain_image(model, image, num_samples=samples, batch_size=batch, segmentation_params=seg)
 
         def plain():
-            explainer = lime_image.LimeImageExplainer(random_state=0)
-            segmenter = SegmentationAlgorithm("quickshift", random_seed=0, **{"kernel_size": 4, "max_dist": 200,
-                                                                                "ratio": 0.2, **seg})
-            explainer.explain_instance(image, predict_fn(model, 10), top_labels=2, num_samples=samples,
-                                       num_features=5, random_seed=0, segmentation_fn=segmenter)
+            segmenter = SegmentationAlgorithm("quickshift", random_seed=0,
+                                              **{"kernel_size": 4, "max_dist": 200, "ratio": 0.2, **seg})
+            return lime_image.LimeImageExplainer(random_state=0).explain_instance(
+                image, predict_fn(model, 10), top_labels=2, num_samples=samples, num_features=5, random_seed=0,
+                segmentation_fn=segmenter)
 
-        ours2, plain_times = side_by_side(
-            lambda: explain_image(model, image, num_samples=samples, batch_size=batch, segmentation_params=seg),
-            plain, max(2, repeats // 2) if not quick else repeats)
-        out.append(row(f"LIME vs plain lime_image (batch 10): {arch}", ours2, plain_times, "faster (report the speed-up)",
-                       statistics.median(ours2) < statistics.median(plain_times),
-                       speedup=statistics.median(plain_times) / statistics.median(ours2)))
+        times = alternate({"ours": ours, "forwards": lambda: classify(images), "plain": plain}, repeats)
+        extra = {"num_samples": samples, "batch_size": batch}
+        r = statistics.median(times["ours"]) / statistics.median(times["forwards"])
+        if r > 1.10:
+            extra["largest_costs"] = top_cost(ours)
+        out.append(row(f"LIME vs its forward passes: {arch}", times["ours"], times["forwards"], "≤ 1.10×", r <= 1.10,
+                       **extra))
+        speedup = statistics.median(times["plain"]) / statistics.median(times["ours"])
+        out.append(row(f"LIME vs plain lime_image (batch 10): {arch}", times["ours"], times["plain"],
+                       "faster (report the speed-up)", speedup > 1, speedup=speedup, **extra))
     return out
 
 
 def bench_batch_sizes(quick: bool, repeats: int) -> dict:
-    """Forward throughput of the LIME classifier function by batch size (how defaults are chosen)."""
+    """Forward throughput of the LIME classifier function by batch size: the measurements behind
+    ``models.auto_batch_size``, and how close its pick comes to the best."""
     import timm
 
     from .lime_explain import predict_fn
+    from .models import auto_batch_size, forward_flops
 
     out = {}
-    cases = [("vit_fmnist_patch4_28", 256)] if quick else [("vit_fmnist_patch4_28", 1000), ("vit_base_patch16_224", 64),
-                                                           ("swin_base_patch4_window7_224", 64)]
-    for arch, count in cases:
+    small = (8, 10, 16, 32, 64, 128, 256, 512)
+    big = (1, 2, 4, 8, 10, 16, 32, 64)
+    cases = [("vit_fmnist_patch4_28", 512, small[:6])] if quick else [
+        ("vit_fmnist_patch4_28", 2048, small), ("swin_fmnist_patch2_28", 1024, small),
+        ("vit_base_patch16_224", 64, big), ("swin_base_patch4_window7_224", 64, big)]
+    for arch, count, batches in cases:
         torch.manual_seed(0)
         model = timm.create_model(arch, pretrained=False).eval()
         size = model.pretrained_cfg["input_size"][-1]
         images = np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
-        sizes = {}
-        for batch in (1, 4, 8, 10, 16, 32, 64):
-            classify = predict_fn(model, batch)
-            times = timed(lambda: classify(images), max(2, repeats // 2))
-            sizes[batch] = {"images_per_s": count / statistics.median(times), "median_s": statistics.median(times)}
+        classifiers = {batch: predict_fn(model, batch) for batch in batches}
+        times = alternate({batch: (lambda f=f: f(images)) for batch, f in classifiers.items()}, max(3, repeats // 2))
+        sizes = {b: {"images_per_s": count / statistics.median(t), "median_s": statistics.median(t)}
+                 for b, t in times.items()}
         best = max(sizes, key=lambda b: sizes[b]["images_per_s"])
-        out[arch] = {"by_batch": sizes, "best_batch": best,
-                     "vs_lime_default_10": sizes[best]["images_per_s"] / sizes[10]["images_per_s"]}
-        print(f"batch sweep {arch}: best {best} ({sizes[best]['images_per_s']:.1f} img/s; "
-              f"{out[arch]['vs_lime_default_10']:.2f}× batch 10)", flush=True)
+        flops = forward_flops(model, (size, size))
+        auto = auto_batch_size(flops)
+        auto_rate = count / statistics.median(timed(lambda: predict_fn(model, auto)(images), max(3, repeats // 2)))
+        out[arch] = {"gflops_per_image": flops / 1e9, "by_batch": sizes, "best_batch": best, "auto_batch": auto,
+                     "auto_vs_best": auto_rate / sizes[best]["images_per_s"],
+                     "lime_default_10_vs_best": (sizes[10]["images_per_s"] / sizes[best]["images_per_s"]
+                                                 if 10 in sizes else None)}
+        print(f"batch sweep {arch}: best {best} ({sizes[best]['images_per_s']:.1f} img/s); auto {auto} at "
+              f"{out[arch]['auto_vs_best']:.2f}× the best", flush=True)
     return out
+
+
+_PEAK_CHILD = """
+import json, resource, sys
+import numpy as np, torch
+torch.set_num_threads(1)
+kind, size = sys.argv[1], int(sys.argv[2])
+from generator import bench, embedded  # noqa: F401  (registers the embedded models)
+if kind == "lime":
+    from generator.lime_explain import explain_image
+    model, image, seg = bench._lime_case("vit_fmnist_patch4_28", pretrained=True)
+    explain_image(model, image, num_samples=64, batch_size=64, segmentation_params=seg)  # warm: first-forward allocations
+    ready = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    explain_image(model, image, num_samples=size, batch_size=64, segmentation_params=seg)
+else:
+    import timm
+    from pathlib import Path
+    from timm.data import create_transform, resolve_model_data_config
+    from generator.finetune import discover_dataset, extract_features, materialise_builtin
+    model = timm.create_model("vit_fmnist_patch4_28", pretrained=True).eval()
+    splits = discover_dataset(materialise_builtin("sklearn:digits", Path(sys.argv[3])))
+    items = (splits.train + splits.val + splits.test)
+    items = (items * (size // len(items) + 1))[:size]
+    transform = create_transform(**resolve_model_data_config(model), is_training=False)
+    ready = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    extract_features(model, items, transform, Path(sys.argv[3]) / f"features-{size}.npy", 64)
+print(json.dumps({"ready_mib": ready / 1024, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def bench_memory(quick: bool, workdir: Path) -> dict:
+    """Peak RSS of LIME and of probe feature extraction as the work grows 8×: streamed work stays flat."""
+    cases = {"lime": (250, 2000) if quick else (1000, 8000), "probe": (500, 4000) if quick else (1797, 14376)}
+    out = {}
+    for kind, sizes in cases.items():
+        points = []
+        for size in sizes:
+            proc = subprocess.run([sys.executable, "-c", _PEAK_CHILD, kind, str(size), str(workdir / "memory")],
+                                  capture_output=True, text=True, cwd=ROOT)
+            if proc.returncode != 0:
+                raise RuntimeError(f"memory child failed: {proc.stderr[-2000:]}")
+            point = json.loads(proc.stdout.strip().splitlines()[-1])
+            points.append({"work": size, **point, "growth_mib": point["peak_mib"] - point["ready_mib"]})
+        unit = "samples" if kind == "lime" else "images"
+        out[kind] = {"unit": unit, "points": points,
+                     "bounded": points[-1]["growth_mib"] <= points[0]["growth_mib"] + 32}
+        print(f"peak memory {kind}: " + ", ".join(f"{p['work']} {unit} → {p['peak_mib']:.0f} MiB "
+                                                   f"(+{p['growth_mib']:.0f} over loaded)" for p in points), flush=True)
+    return {"name": "peak memory of LIME and probe feature extraction", **out}
 
 
 def bench_probe(quick: bool, repeats: int, workdir: Path) -> list[dict]:
@@ -316,7 +389,8 @@ def bench_scaling(quick: bool, workdir: Path) -> dict:
 
 def bench_floor(quick: bool, repeats: int) -> dict:
     import timm
-    from torch.utils.flop_counter import FlopCounterMode
+
+    from .models import forward_flops
 
     n = 1024 if quick else 2048
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -329,9 +403,7 @@ def bench_floor(quick: bool, repeats: int) -> dict:
         model = timm.create_model(arch, pretrained=False).eval()
         size = model.pretrained_cfg["input_size"][-1]
         x = torch.randn(8, 3, size, size)
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            model(x)
-        flops = counter.get_total_flops()
+        flops = 8 * forward_flops(model, (size, size))  # per image × 8: the counter is linear in the batch
         with torch.inference_mode():
             forward = timed(lambda: model(x), repeats)
         floor = flops / rate
@@ -362,6 +434,7 @@ def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json") -> di
                 print(_format(r), flush=True)
         results["scaling"] = bench_scaling(quick, work)
         print(json.dumps(results["scaling"], indent=1), flush=True)
+        results["memory"] = bench_memory(quick, work)
         results["batch_sizes"] = bench_batch_sizes(quick, repeats)
         results["floor"] = bench_floor(quick, repeats)
         print(json.dumps(results["floor"], indent=1), flush=True)

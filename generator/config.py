@@ -111,8 +111,8 @@ class LimeConfig:
     num_samples: int = 1000
     top_labels: int = 2
     num_features: int = 5
-    #: Images per forward pass of the classifier function.
-    batch_size: int = 64
+    #: Images per forward pass of the classifier function; "auto" picks by the model's FLOPs and device (see README).
+    batch_size: Union[int, Literal["auto"]] = "auto"
     segmentation: Literal["quickshift", "slic", "felzenszwalb"] = "quickshift"
     #: Parameters over lime's defaults for the chosen segmentation (quickshift: kernel_size 4, max_dist 200, ratio 0.2).
     segmentation_params: dict[str, Union[int, float]] = field(default_factory=dict)
@@ -149,8 +149,8 @@ class ProbeConfig:
     seed: int = 0
     #: Seed of the train/val/test split for trees without fixed splits.
     split_seed: int = 0
-    #: Images per forward pass when extracting features.
-    feature_batch_size: int = 64
+    #: Images per forward pass when extracting features; "auto" as in [sections.lime].
+    feature_batch_size: Union[int, Literal["auto"]] = "auto"
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,8 @@ class FaithfulnessConfig:
     deletion_baseline: Literal["mean", "blur", "zero"] = "mean"
     insertion_baseline: Literal["mean", "blur", "zero"] = "blur"
     blur_sigma: float = 5.0
-    batch_size: int = 32
+    #: Images per forward pass along the curves; "auto" as in [sections.lime].
+    batch_size: Union[int, Literal["auto"]] = "auto"
     random_seeds: tuple[int, ...] = (0, 1, 2)
     #: Blocks re-initialised (from the top) for the sanity check, besides the classifier head.
     randomise_blocks: int = 2
@@ -336,7 +337,7 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
         raise ConfigError(source, "sections.swin.rollout_discard_ratio", f"must be in [0, 1), got {swin.rollout_discard_ratio}")
     lime = cfg.sections.lime
     for key, low in (("num_samples", 2), ("num_features", 1), ("top_labels", 1), ("batch_size", 1)):
-        if getattr(lime, key) < low:
+        if getattr(lime, key) != "auto" and getattr(lime, key) < low:
             raise ConfigError(source, f"sections.lime.{key}", f"must be ≥ {low}, got {getattr(lime, key)}")
     for name in lime.segmentation_params:
         if name not in LIME_SEGMENTATIONS[lime.segmentation]:
@@ -359,7 +360,7 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
             raise ConfigError(source, key, str(exc).removeprefix("declaration: ")) from None
     probe = cfg.sections.probe
     for key in ("epochs", "batch_size", "feature_batch_size"):
-        if getattr(probe, key) < 1:
+        if getattr(probe, key) != "auto" and getattr(probe, key) < 1:
             raise ConfigError(source, f"sections.probe.{key}", f"must be ≥ 1, got {getattr(probe, key)}")
     if not probe.lr > 0 or probe.weight_decay < 0:
         raise ConfigError(source, "sections.probe.lr" if not probe.lr > 0 else "sections.probe.weight_decay",
@@ -370,7 +371,7 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
                               f"unknown built-in {where!r}; use sklearn:digits or skimage:lfw_subset, or a folder")
     faith = cfg.sections.faithfulness
     for key, low in (("grid", 2), ("step", 1), ("batch_size", 1), ("randomise_blocks", 0), ("lime_samples", 2)):
-        if getattr(faith, key) < low:
+        if getattr(faith, key) != "auto" and getattr(faith, key) < low:
             raise ConfigError(source, f"sections.faithfulness.{key}", f"must be ≥ {low}, got {getattr(faith, key)}")
     if not faith.random_seeds:
         raise ConfigError(source, "sections.faithfulness.random_seeds", "name at least one seed")

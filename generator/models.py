@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -69,6 +71,47 @@ class LoadedModel:
     def input_size(self) -> tuple[int, int]:
         _, h, w = self.data_config["input_size"]
         return int(h), int(w)
+
+    @cached_property
+    def flops_per_image(self) -> int:
+        """Forward FLOPs of one image at the model's input size (torch's FLOP counter)."""
+        return forward_flops(self.module, self.input_size, self.device)
+
+    def batch_size(self, setting: int | str) -> int:
+        """Images per forward pass: ``setting`` itself, or for "auto" :func:`auto_batch_size`."""
+        return setting if isinstance(setting, int) else auto_batch_size(self.flops_per_image, self.device)
+
+
+def forward_flops(module: torch.nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> int:
+    """FLOPs of one forward pass of a single (1, 3, H, W) image, attention matmuls included."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .attention import unfused_attention  # the counter does not see inside fused CPU attention kernels
+
+    x = torch.zeros(1, 3, *input_size, device=device)
+    with torch.inference_mode(), unfused_attention(module), FlopCounterMode(display=False) as counter:
+        module(x)
+    return int(counter.get_total_flops())
+
+
+# From `make bench`'s batch sweep (bench/README.md) on a 2-core CPU: ViT-B/16 (35 GFLOP per image)
+# peaks at batch 4–10 and loses 7 % at 16–64; Swin-B (31 GFLOP) peaks at 8; the embedded ViT
+# and Swin (< 0.1 GFLOP) plateau from 32 to 256 and fall off at 512. A batch of about 300 GFLOP,
+# rounded down to a power of two within [4, 64], lands on every measured optimum.
+CPU_BATCH_FLOPS = 300e9
+CPU_BATCH_RANGE = (4, 64)
+# Not measured (no GPU was lent to this project yet): accelerators want large batches.
+ACCELERATOR_BATCH = 64
+
+
+def auto_batch_size(flops_per_image: float, device: torch.device | str = "cpu") -> int:
+    """The default images per forward pass for a model of ``flops_per_image`` on ``device``."""
+    if torch.device(device).type != "cpu":
+        return ACCELERATOR_BATCH
+    low, high = CPU_BATCH_RANGE
+    if flops_per_image <= 0:
+        return high
+    return int(min(high, max(low, 2 ** math.floor(math.log2(max(1.0, CPU_BATCH_FLOPS / flops_per_image))))))
 
 
 def resolve_device(name: str) -> torch.device:

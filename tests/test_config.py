@@ -43,6 +43,10 @@ def test_valid_config_resolves_paths(tmp_path, images):
         ("[run]\ndpi = \"high\"\n", "run.dpi", "expected an integer"),
         ("[run]\ndevise = \"cpu\"\n", "run.devise", "did you mean 'device'"),
         ("[sectionz]\n", "sectionz", "did you mean 'sections'"),
+        ("batch_size = 0\n", "sections.lime.batch_size", "≥ 1"),
+        ("batch_size = \"big\"\n", "sections.lime.batch_size", "auto"),
+        ("[sections.probe]\nfeature_batch_size = -1\n", "sections.probe.feature_batch_size", "≥ 1"),
+        ("[sections.faithfulness]\nbatch_size = 1.5\n", "sections.faithfulness.batch_size", "expected"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path, images, extra, key, fragment):
@@ -52,6 +56,14 @@ def test_bad_values_name_the_key(tmp_path, images, extra, key, fragment):
     assert err.value.key == key
     assert fragment in str(err.value)
     assert str(path) in str(err.value)
+
+
+def test_batch_sizes_default_to_auto_and_take_integers(tmp_path, images):
+    cfg = load_config(write(tmp_path, tiny_config_text(images, tmp_path)))
+    assert (cfg.sections.lime.batch_size, cfg.sections.probe.feature_batch_size,
+            cfg.sections.faithfulness.batch_size) == ("auto", "auto", "auto")
+    cfg = load_config(write(tmp_path, tiny_config_text(images, tmp_path, "batch_size = 10\n")))
+    assert cfg.sections.lime.batch_size == 10
 
 
 def test_model_errors(tmp_path, images):

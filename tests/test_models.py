@@ -130,3 +130,22 @@ def test_results_match_between_float_paths_on_cpu():
         logits, attn = vit_attention(model.module, x.to(model.device))
         single = torch.cat([vit_attention(model.module, x[i : i + 1])[1] for i in range(8)], dim=1)
     torch.testing.assert_close(attn, single, atol=1e-5, rtol=1e-4)
+
+
+def test_auto_batch_size_follows_the_measured_rule():
+    from generator.models import auto_batch_size, forward_flops
+
+    model = load_model(ModelConfig(name="v", arch="vit_fmnist_patch4_28", weights="random:0"), device="cpu")
+    # FLOP counter against a hand count of the embedded ViT's matmuls (patch embed, qkv, attention, proj, MLP, head)
+    depth, dim, tokens, patch_pixels, classes = 6, model.module.embed_dim, 50, 4 * 4 * 3, 10
+    mlp = model.module.blocks[0].mlp.fc1.out_features
+    per_block = tokens * dim * 3 * dim + 2 * tokens * tokens * dim + tokens * dim * dim + 2 * tokens * dim * mlp
+    macs = 49 * patch_pixels * dim + depth * per_block + dim * classes
+    assert len(model.module.blocks) == depth
+    assert forward_flops(model.module, (28, 28)) == 2 * macs
+    assert model.batch_size(7) == 7
+    assert model.batch_size("auto") == auto_batch_size(2 * macs) == 64  # tiny model: the cap
+    assert auto_batch_size(34e9) == 8  # ViT-B/16-sized: 300 GFLOP per batch
+    assert auto_batch_size(31e9) == 8  # Swin-B-sized
+    assert auto_batch_size(120e9) == 4  # ViT-L-sized: the floor
+    assert auto_batch_size(34e9, "cuda") == 64

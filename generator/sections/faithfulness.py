@@ -30,7 +30,8 @@ class FaithfulnessSection(Section):
 
     # ------------------------------------------------------------------ maps
 
-    def maps(self, module: torch.nn.Module, family: str, inputs: ModelInput, target: int) -> dict[str, np.ndarray]:
+    def maps(self, module: torch.nn.Module, family: str, inputs: ModelInput, target: int,
+             lime_batch: int) -> dict[str, np.ndarray]:
         """Every map the gallery makes for this model, for class ``target``: name → 2-D relevance."""
         x = inputs.x[None].to(next(module.parameters()).device)
         out: dict[str, np.ndarray] = {}
@@ -61,7 +62,7 @@ class FaithfulnessSection(Section):
             out["last-stage window attention"] = full[0].mean(0).mean(0).reshape(geometry[last].grid).numpy()
         lime = self.config.sections.lime
         explanation = explain_image(module, inputs.view, num_samples=self.settings.lime_samples,
-                                    num_features=lime.num_features, seed=lime.seed, batch_size=lime.batch_size,
+                                    num_features=lime.num_features, seed=lime.seed, batch_size=lime_batch,
                                     hide_color=None if lime.hide_color == "mean" else tuple(lime.hide_color),
                                     segmentation=lime.segmentation, segmentation_params=dict(lime.segmentation_params),
                                     labels=(target,))
@@ -88,25 +89,27 @@ class FaithfulnessSection(Section):
                 return module(batch).float().softmax(-1)
 
         target = int(predict(x[None]).argmax())
-        maps = self.maps(module, model.family, inputs, target)
+        lime_batch = model.batch_size(self.config.sections.lime.batch_size)
+        maps = self.maps(module, model.family, inputs, target, lime_batch)
         randomised = randomise_top(module, blocks=s.randomise_blocks, seed=0)
-        random_maps = self.maps(randomised, model.family, inputs, target)
+        random_maps = self.maps(randomised, model.family, inputs, target, lime_batch)
         grid = (s.grid, s.grid)
+        batch = model.batch_size(s.batch_size)
         deletion_base, insertion_base = self.baseline(x, s.deletion_baseline), self.baseline(x, s.insertion_baseline)
         rows, curves, cells = [], [], []
         for name, relevance in maps.items():
             rel = cell_relevance(relevance, grid)
-            fd, pd_ = perturbation_curve(predict, x, deletion_base, rel, target, "deletion", s.step, s.batch_size)
-            fi, pi = perturbation_curve(predict, x, insertion_base, rel, target, "insertion", s.step, s.batch_size)
+            fd, pd_ = perturbation_curve(predict, x, deletion_base, rel, target, "deletion", s.step, batch)
+            fi, pi = perturbation_curve(predict, x, insertion_base, rel, target, "insertion", s.step, batch)
             rho = rank_correlation(rel, cell_relevance(random_maps[name], grid))
             rows.append({"method": name, "deletion_auc": round(auc(fd, pd_), 6), "insertion_auc": round(auc(fi, pi), 6),
                          "randomisation_correlation": round(rho, 6), "flagged": bool(rho >= s.flag_correlation)})
             curves.append(np.stack([pd_, pi]))
             cells.append(rel)
         random = {"deletion": random_baseline(predict, x, deletion_base, grid, target, list(s.random_seeds), s.step,
-                                              s.batch_size)["deletion"],
+                                              batch)["deletion"],
                   "insertion": random_baseline(predict, x, insertion_base, grid, target, list(s.random_seeds), s.step,
-                                               s.batch_size)["insertion"]}
+                                               batch)["insertion"]}
         return Record(
             section=self.name, model=model.name, image=image.slug,
             arrays={"curves": np.stack(curves).astype(np.float32), "fractions": fd.astype(np.float32),

@@ -29,7 +29,7 @@ class LimeSection(Section):
         s = self.settings
         explanation = explain_image(
             model.module, inputs.view, num_samples=s.num_samples, top_labels=min(s.top_labels, len(model.class_names)),
-            num_features=s.num_features, seed=s.seed, batch_size=s.batch_size,
+            num_features=s.num_features, seed=s.seed, batch_size=model.batch_size(s.batch_size),
             hide_color=None if s.hide_color == "mean" else tuple(s.hide_color),
             segmentation=s.segmentation, segmentation_params=dict(s.segmentation_params))
         probs = explanation_probs(explanation, model, inputs)

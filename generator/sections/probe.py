@@ -83,7 +83,7 @@ class ProbeSection(Section):
             except (ValueError, OSError):
                 pass
             path.unlink(missing_ok=True)  # corrupt or stale: recompute
-        features = extract_features(model.module, items, transform, path, self.settings.feature_batch_size, model.device)
+        features = extract_features(model.module, items, transform, path, model.batch_size(self.settings.feature_batch_size), model.device)
         return features, labels
 
     def compute_unit(self, model: LoadedModel, unit: str) -> Record:
