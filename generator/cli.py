@@ -57,7 +57,6 @@ def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, j
 
 
 def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only: str | None) -> None:
-    from .models import resolve_device
     from .pipeline import FailFast, run, summary_lines
     from .sections import SECTIONS
     from .site import SiteBuildError, build_site, write_mkdocs_config, write_pages
@@ -66,11 +65,14 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
     if only is not None:
         overrides.update({f"sections.{cls.name}.enabled": cls.name == only for cls in SECTIONS})
     config = _load_config_or_exit(config_path, overrides)
-    try:
-        resolve_device(config.run.device)
-    except ValueError as exc:
-        click.echo(f"config error: {config_path}: [run.device] {exc}", err=True)
-        sys.exit(2)
+    if config.run.device in ("cuda", "mps"):  # "cpu" and "auto" cannot fail; checking needs torch
+        from .models import resolve_device
+
+        try:
+            resolve_device(config.run.device)
+        except ValueError as exc:
+            click.echo(f"config error: {config_path}: [run.device] {exc}", err=True)
+            sys.exit(2)
     command = "vit-gallery " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         result = run(config, use_cache=not no_cache, fail_fast=fail_fast, progress=not quiet, command=command,

@@ -27,6 +27,7 @@ from lime.wrappers.scikit_image import SegmentationAlgorithm
 from timm.data import resolve_model_data_config
 
 from .config import LIME_SEGMENTATIONS
+from .regions import region_iou  # noqa: F401  (part of this module's API)
 
 __all__ = [
     "BatchedLimeImageExplainer",
@@ -243,11 +244,3 @@ def weight_map(explanation: lime_image.ImageExplanation, label: int) -> np.ndarr
     for seg, w in explanation.local_exp[label]:
         out[explanation.segments == seg] = w
     return out
-
-
-def region_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two boolean masks of the same shape (1.0 when both are empty)."""
-    if a.shape != b.shape:
-        raise ValueError(f"mask shapes differ: {a.shape} vs {b.shape}")
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)

@@ -11,11 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import math
-from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import timm
@@ -26,61 +22,10 @@ from timm.models.vision_transformer import VisionTransformer
 
 from . import embedded  # noqa: F401  (registers the embedded models with timm)
 from .config import ModelConfig
+from .loaded_model import ACCELERATOR_BATCH, Family, LoadedModel, WeightsError, auto_batch_size
 
-Family = Literal["vit", "swin"]
-
-
-class WeightsError(RuntimeError):
-    """Weights could not be obtained or do not fit the architecture."""
-
-
-@dataclass
-class LoadedModel:
-    """A model ready to explain.
-
-    Attributes:
-        config: the model's config entry.
-        module: the timm model, in eval mode, on ``device``.
-        family: "vit" or "swin".
-        data_config: timm's resolved data config (input_size, mean, std, interpolation, crop).
-        class_names: one name per output class.
-        weights_sha256: SHA-256 over the state dict (names, dtypes, shapes, bytes).
-        source: a human description of where the weights came from.
-        random_weights: True for ``random:SEED``; every page and figure says so.
-    """
-
-    config: ModelConfig
-    module: torch.nn.Module
-    family: Family
-    data_config: dict
-    class_names: tuple[str, ...]
-    weights_sha256: str
-    source: str
-    random_weights: bool
-    device: torch.device
-
-    @property
-    def name(self) -> str:
-        return self.config.name
-
-    @property
-    def display_name(self) -> str:
-        return f"{self.name} (random weights)" if self.random_weights else self.name
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        _, h, w = self.data_config["input_size"]
-        return int(h), int(w)
-
-    @cached_property
-    def flops_per_image(self) -> int:
-        """Forward FLOPs of one image at the model's input size (torch's FLOP counter)."""
-        return forward_flops(self.module, self.input_size, self.device)
-
-    def batch_size(self, setting: int | str) -> int:
-        """Images per forward pass: ``setting`` itself, or for "auto" :func:`auto_batch_size`."""
-        return setting if isinstance(setting, int) else auto_batch_size(self.flops_per_image, self.device)
-
+__all__ = ["ACCELERATOR_BATCH", "Family", "LoadedModel", "WeightsError", "auto_batch_size", "forward_flops",
+           "load_model", "model_structure", "preprocess", "resolve_device", "state_dict_sha256"]
 
 def forward_flops(module: torch.nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> int:
     """FLOPs of one forward pass of a single (1, 3, H, W) image, attention matmuls included."""
@@ -92,26 +37,6 @@ def forward_flops(module: torch.nn.Module, input_size: tuple[int, int], device: 
     with torch.inference_mode(), unfused_attention(module), FlopCounterMode(display=False) as counter:
         module(x)
     return int(counter.get_total_flops())
-
-
-# From `make bench`'s batch sweep (bench/README.md) on a 2-core CPU: ViT-B/16 (35 GFLOP per image)
-# peaks at batch 4–10 and loses 7 % at 16–64; Swin-B (31 GFLOP) peaks at 8; the embedded ViT
-# and Swin (< 0.1 GFLOP) plateau from 32 to 256 and fall off at 512. A batch of about 300 GFLOP,
-# rounded down to a power of two within [4, 64], lands on every measured optimum.
-CPU_BATCH_FLOPS = 300e9
-CPU_BATCH_RANGE = (4, 64)
-# Not measured (no GPU was lent to this project yet): accelerators want large batches.
-ACCELERATOR_BATCH = 64
-
-
-def auto_batch_size(flops_per_image: float, device: torch.device | str = "cpu") -> int:
-    """The default images per forward pass for a model of ``flops_per_image`` on ``device``."""
-    if torch.device(device).type != "cpu":
-        return ACCELERATOR_BATCH
-    low, high = CPU_BATCH_RANGE
-    if flops_per_image <= 0:
-        return high
-    return int(min(high, max(low, 2 ** math.floor(math.log2(max(1.0, CPU_BATCH_FLOPS / flops_per_image))))))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -214,21 +139,33 @@ def load_model(config: ModelConfig, device: torch.device | str = "cpu") -> Loade
     family = model_family(module)
     module.eval()
     sha = state_dict_sha256(module)
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else device
     module.to(device)
     data_config = resolve_model_data_config(module)
     class_names = resolve_class_names(config, module)
     return LoadedModel(
         config=config,
-        module=module,
         family=family,
         data_config=data_config,
         class_names=class_names,
         weights_sha256=sha,
         source=source,
         random_weights=kind == "random",
-        device=device,
+        structure=model_structure(module, family),
+        device_spec=device,
+        _module=module,
     )
+
+
+def model_structure(module: torch.nn.Module, family: Family) -> str:
+    """Blocks, heads and grid in words, for the pages."""
+    if family == "vit":
+        return (f"{len(module.blocks)} blocks × {module.blocks[0].attn.num_heads} heads, "
+                f"patch grid {tuple(module.patch_embed.grid_size)}")
+    depths = [len(stage.blocks) for stage in module.layers]
+    heads = [stage.blocks[0].attn.num_heads for stage in module.layers]
+    return (f"{len(depths)} stages of {'-'.join(map(str, depths))} blocks, "
+            f"{'-'.join(map(str, heads))} heads, window {tuple(module.layers[0].blocks[0].window_size)}")
 
 
 def _load_from_hub(config: ModelConfig) -> torch.nn.Module:

@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
-from scipy.ndimage import gaussian_filter
 
 __all__ = [
     "EditError",
@@ -118,6 +117,8 @@ def fill_region(image: np.ndarray, mask: np.ndarray, fill: Any = "mean") -> np.n
         out[mask] = np.round(image.reshape(-1, 3).mean(axis=0)).astype(np.uint8)
     elif fill == "blur":
         sigma = max(image.shape[:2]) / 10.0
+        from scipy.ndimage import gaussian_filter
+
         blurred = np.stack([gaussian_filter(image[..., c].astype(np.float64), sigma) for c in range(3)], axis=-1)
         out[mask] = np.clip(np.round(blurred[mask]), 0, 255).astype(np.uint8)
     elif isinstance(fill, (list, tuple)) and len(fill) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in fill):

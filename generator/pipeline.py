@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import torch
 from tqdm.auto import tqdm
 
 from . import __version__
@@ -26,8 +25,7 @@ from .atomic import atomic_write_text, write_if_changed
 from .cache import Record, ResultCache, cache_key, canonical_json
 from .config import GalleryConfig
 from .images import ImageItem, scan_images, slugify, unique_slugs
-from .models import LoadedModel, load_model, preprocess, resolve_device
-from .render.style import save_figure
+from .loaded_model import LoadedModel, environment_threads, open_model
 from .sections import SECTIONS, ModelInput, Section
 
 
@@ -137,7 +135,7 @@ def environment_versions() -> dict[str, str]:
             out[package] = version(package)
         except PackageNotFoundError:
             out[package] = "not installed"
-    out["torch_threads"] = str(torch.get_num_threads())
+    out["torch_threads"] = environment_threads()
     return out
 
 
@@ -212,13 +210,14 @@ def run(
     sections = [s for s in (cls(config) for cls in SECTIONS) if s.enabled()]
     for section in sections:
         section.use_cache = use_cache  # sections with stores of their own (probe features) honour --no-cache
-    device = resolve_device(config.run.device)
+    device = config.run.device  # resolved when a model is first loaded
+    memo = out / "cache" / "models"
     slugs = model_slugs(config)
 
     with RenderExecutor(jobs, config, cache, docs_dir) as renderer:
         for model_config in config.models:
             try:
-                model = load_model(model_config, device)
+                model = open_model(model_config, device, memo, read_memo=use_cache)
             except Exception as exc:
                 record_failure(Failure(stage="model", model=model_config.name, error=str(exc),
                                        traceback=trimmed_traceback(exc)))
@@ -374,6 +373,8 @@ class RenderError:
 
 def prepare_input(model: LoadedModel, image: ImageItem) -> ModelInput:
     """The model's own preprocessing (timm's eval transform from the resolved data config)."""
+    from .models import preprocess
+
     view, x = preprocess(model, image.rgb)
     return ModelInput(view=view, x=x)
 
@@ -431,6 +432,8 @@ def _render(section: Section, record: Record, job: Job, cache: ResultCache, docs
             refs = {}
         if refs and all((docs_dir / r.png).is_file() and (docs_dir / r.pdf).is_file() for r in refs.values()):
             return refs
+    from .render.style import save_figure  # matplotlib: only when something is drawn
+
     refs = {}
     for figure_id, fig in section.render(record).items():
         stem = figure_stem(docs_dir, section.name, figure_id, model_slug, record.image)
@@ -454,19 +457,9 @@ def _summarise(model: LoadedModel, slug: str) -> ModelSummary:
         weights_sha256=model.weights_sha256,
         random_weights=model.random_weights,
         num_classes=len(model.class_names),
-        structure=_structure(model),
+        structure=model.structure,
         data_config={k: (list(v) if isinstance(v, tuple) else v) for k, v in model.data_config.items()},
     )
-
-
-def _structure(model: LoadedModel) -> str:
-    module = model.module
-    if model.family == "vit":
-        return f"{len(module.blocks)} blocks × {module.blocks[0].attn.num_heads} heads, patch grid {tuple(module.patch_embed.grid_size)}"
-    depths = [len(stage.blocks) for stage in module.layers]
-    heads = [stage.blocks[0].attn.num_heads for stage in module.layers]
-    return (f"{len(depths)} stages of {'-'.join(map(str, depths))} blocks, "
-            f"{'-'.join(map(str, heads))} heads, window {tuple(module.layers[0].blocks[0].window_size)}")
 
 
 def run_report_dict(result: RunResult) -> dict[str, Any]:

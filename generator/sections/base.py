@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from matplotlib.figure import Figure
 
 from ..cache import Record
 from ..config import GalleryConfig
 from ..images import ImageItem
-from ..models import LoadedModel
+from ..loaded_model import LoadedModel
+
+if TYPE_CHECKING:  # section modules import torch, compute and render code inside their methods,
+    import torch  # so that a build whose results are all cached never loads them
+    from matplotlib.figure import Figure
 
 
 @dataclass

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from ..models import LoadedModel
+from ..loaded_model import LoadedModel
+
+if TYPE_CHECKING:
+    import torch
 
 
 def prediction_meta(model: LoadedModel, logits: torch.Tensor, k: int = 5) -> dict:
@@ -13,6 +16,8 @@ def prediction_meta(model: LoadedModel, logits: torch.Tensor, k: int = 5) -> dic
     Args:
         logits: (classes,) for one image.
     """
+    import torch
+
     probs = logits.float().softmax(-1).cpu()
     top = torch.topk(probs, min(k, probs.numel()))
     return {

@@ -3,22 +3,19 @@ with the model-randomisation sanity check."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import torch
-from matplotlib.figure import Figure
-from scipy.ndimage import gaussian_filter
 
-from ..attention import vit_attention, vit_attention_gradients, vit_token_layout
 from ..cache import Record
 from ..images import ImageItem
-from ..lime_explain import explain_image, weight_map
-from ..metrics import auc, cell_relevance, perturbation_curve, random_baseline, randomise_top, rank_correlation
-from ..models import LoadedModel
-from ..render.metrics import curves_figure
-from ..rollout import attention_rollout, gradient_rollout, rollout_mask
-from ..swin import full_attention_from_windows, swin_rollout, window_attention
+from ..loaded_model import LoadedModel
 from .base import ModelInput, Section
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
 
 
 class FaithfulnessSection(Section):
@@ -33,6 +30,13 @@ class FaithfulnessSection(Section):
     def maps(self, module: torch.nn.Module, family: str, inputs: ModelInput, target: int,
              lime_batch: int) -> dict[str, np.ndarray]:
         """Every map the gallery makes for this model, for class ``target``: name → 2-D relevance."""
+        import torch
+
+        from ..attention import vit_attention, vit_attention_gradients, vit_token_layout
+        from ..lime_explain import explain_image, weight_map
+        from ..rollout import attention_rollout, gradient_rollout, rollout_mask
+        from ..swin import full_attention_from_windows, swin_rollout, window_attention
+
         x = inputs.x[None].to(next(module.parameters()).device)
         out: dict[str, np.ndarray] = {}
         rollout = self.config.sections.rollout
@@ -72,6 +76,9 @@ class FaithfulnessSection(Section):
     # ------------------------------------------------------------------ compute
 
     def baseline(self, x: torch.Tensor, kind: str) -> torch.Tensor:
+        import torch
+        from scipy.ndimage import gaussian_filter
+
         if kind == "mean":
             return x.mean(dim=(1, 2), keepdim=True).expand_as(x).clone()
         if kind == "zero":
@@ -80,6 +87,10 @@ class FaithfulnessSection(Section):
         return torch.from_numpy(np.stack([gaussian_filter(c, sigma) for c in x.cpu().numpy()])).to(x)
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
+        import torch
+
+        from ..metrics import auc, cell_relevance, perturbation_curve, random_baseline, randomise_top, rank_correlation
+
         s = self.settings
         module = model.module
         x = inputs.x.to(model.device)
@@ -122,6 +133,8 @@ class FaithfulnessSection(Section):
         )
 
     def render(self, record: Record) -> dict[str, Figure]:
+        from ..render.metrics import curves_figure
+
         m, a = record.meta, record.arrays
         return {"": curves_figure(a["fractions"], a["curves"], m["methods"], m["random"],
                                   f"{m['model_display']}: deletion and insertion for {m['target']}")}

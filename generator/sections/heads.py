@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
-from ..attention import query_attention_maps, vit_attention, vit_token_layout
 from ..cache import Record
 from ..images import ImageItem
-from ..models import LoadedModel
-from ..render.heads import head_grid_figure
+from ..loaded_model import LoadedModel
 from .base import ModelInput, Section
 from .common import prediction_meta
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class HeadsSection(Section):
@@ -22,6 +22,10 @@ class HeadsSection(Section):
     chapter = ("vit-attention", "ViT attention", "chapters/heads_intro.md.j2")
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
+        import torch
+
+        from ..attention import query_attention_maps, vit_attention, vit_token_layout
+
         layout = vit_token_layout(model.module)
         with torch.inference_mode():
             logits, attn = vit_attention(model.module, inputs.x[None].to(model.device))
@@ -43,6 +47,8 @@ class HeadsSection(Section):
         )
 
     def render(self, record: Record) -> dict[str, Figure]:
+        from ..render.heads import head_grid_figure
+
         meta = record.meta
         return {
             "": head_grid_figure(

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 from PIL import Image
 
 from ..cache import Record
 from ..images import ImageItem
-from ..lime_explain import explain_image, region_iou, region_mask, weight_map
-from ..models import LoadedModel
-from ..render.lime import lime_figure
+from ..loaded_model import LoadedModel
+from ..regions import region_iou
 from .base import ModelInput, Section
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class LimeSection(Section):
@@ -26,6 +28,8 @@ class LimeSection(Section):
     summary_arrays = ("support_0",)
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
+        from ..lime_explain import explain_image, region_mask, weight_map
+
         s = self.settings
         explanation = explain_image(
             model.module, inputs.view, num_samples=s.num_samples, top_labels=min(s.top_labels, len(model.class_names)),
@@ -52,6 +56,8 @@ class LimeSection(Section):
         return Record(section=self.name, model=model.name, image=image.slug, arrays=arrays, meta=meta)
 
     def render(self, record: Record) -> dict[str, Figure]:
+        from ..render.lime import lime_figure
+
         m, a = record.meta, record.arrays
         panels, heatmaps = [], []
         for rank, label in enumerate(m["labels"]):

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import hashlib
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
-import torch
-from matplotlib.figure import Figure
 from PIL import Image
 
 from ..cache import Record
 from ..images import ImageItem, load_image
-from ..models import LoadedModel, preprocess
+from ..loaded_model import LoadedModel
 from ..perturb import Variant, apply_variant, load_variants, parse_variants, prediction_table
-from ..render.perturb import variant_figure
 from .base import ModelInput, Section
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 THUMBNAIL = 160
 
@@ -51,6 +53,10 @@ class PerturbSection(Section):
         return {"variants_sha256": digest.hexdigest()}
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
+        import torch
+
+        from ..models import preprocess
+
         variants = self.variants(image)
         sources = {}
         for variant in variants:
@@ -80,6 +86,8 @@ class PerturbSection(Section):
         return {"": pd.DataFrame(record.meta["table"])}  # beside the figure: figures/perturb/<model>/<image>.csv
 
     def render(self, record: Record) -> dict[str, Figure]:
+        from ..render.perturb import variant_figure
+
         m, a = record.meta, record.arrays
         probs = a["probs"][:, m["original_top1_index"]]
         return {"": variant_figure(list(a["thumbnails"]), m["variants"], probs, m["original_top1"],

@@ -3,28 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from timm.data import create_transform
 
 from ..cache import Record, cache_key
-from ..finetune import (
-    DATASET_SOURCES,
-    DatasetError,
-    ProbeSettings,
-    discover_dataset,
-    extract_features,
-    files_sha256,
-    materialise_builtin,
-    new_head,
-    train_probe_on_features,
-)
+from ..datasets import DATASET_SOURCES, DatasetError, discover_dataset, files_sha256, materialise_builtin
 from ..images import slugify
-from ..models import LoadedModel
-from ..render.finetune import probe_figure
+from ..loaded_model import LoadedModel
 from .base import Section
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from ..finetune import ProbeSettings
 
 
 class ProbeSection(Section):
@@ -65,11 +58,17 @@ class ProbeSection(Section):
                 "classes": splits.classes, "layout": splits.layout}
 
     def settings_obj(self) -> ProbeSettings:
+        from ..finetune import ProbeSettings
+
         s = self.settings
         return ProbeSettings(epochs=s.epochs, lr=s.lr, weight_decay=s.weight_decay, batch_size=s.batch_size, seed=s.seed)
 
     def features(self, model: LoadedModel, unit: str, split: str, items) -> tuple[np.ndarray, np.ndarray]:
         """Cached pre-logit features of one split: (n, d) float32 (memory-mapped) and labels (n,)."""
+        from timm.data import create_transform
+
+        from ..finetune import extract_features
+
         transform = create_transform(**model.data_config, is_training=False)
         key = cache_key(weights=model.weights_sha256, arch=model.config.arch, files=files_sha256(items),
                         transform=repr(transform))
@@ -87,6 +86,8 @@ class ProbeSection(Section):
         return features, labels
 
     def compute_unit(self, model: LoadedModel, unit: str) -> Record:
+        from ..finetune import new_head, train_probe_on_features
+
         splits = self.splits(unit)
         train, val, test = (self.features(model, unit, name, items)
                             for name, items in (("train", splits.train), ("val", splits.val), ("test", splits.test)))
@@ -105,6 +106,8 @@ class ProbeSection(Section):
         )
 
     def render(self, record: Record) -> dict[str, Figure]:
+        from ..render.finetune import probe_figure
+
         m = record.meta
         return {"": probe_figure(m["history"], record.arrays["confusion"], m["classes"],
                                  f"{m['model_display']} on {m['dataset']}: test accuracy {100 * m['test_accuracy']:.2f}%")}

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
-from ..attention import vit_attention, vit_attention_gradients, vit_token_layout
 from ..cache import Record
 from ..images import ImageItem
-from ..models import LoadedModel
-from ..render.rollout import fusion_figure, gradient_figure, progression_figure
-from ..rollout import attention_rollout, gradient_rollout, rollout_mask, rollout_progression
+from ..loaded_model import LoadedModel
 from .base import ModelInput, Section
 from .common import prediction_meta
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class RolloutSection(Section):
@@ -23,6 +22,11 @@ class RolloutSection(Section):
     chapter = ("information-flow", "Information flow", "chapters/rollout_intro.md.j2")
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
+        import torch
+
+        from ..attention import vit_attention, vit_attention_gradients, vit_token_layout
+        from ..rollout import attention_rollout, gradient_rollout, rollout_mask, rollout_progression
+
         s = self.settings
         layout = vit_token_layout(model.module)
         if not layout.has_class_token:
@@ -61,6 +65,8 @@ class RolloutSection(Section):
         return Record(section=self.name, model=model.name, image=image.slug, arrays=arrays, meta=meta)
 
     def render(self, record: Record) -> dict[str, Figure]:
+        from ..render.rollout import fusion_figure, gradient_figure, progression_figure
+
         m, a = record.meta, record.arrays
         figures = {
             "": fusion_figure(a["view"], a["masks"], m["fusions"], m["discard_ratios"],

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from ..cache import Record
 from ..images import ImageItem
-from ..models import LoadedModel
-from ..render.swin import swin_rollout_figure, window_map_figure
-from ..swin import swin_rollout, window_attention, window_query_maps
+from ..loaded_model import LoadedModel
 from .base import ModelInput, Section
 from .common import prediction_meta
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class SwinSection(Section):
@@ -22,6 +22,10 @@ class SwinSection(Section):
     chapter = ("swin-attention", "Swin attention", "chapters/swin_intro.md.j2")
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
+        import torch
+
+        from ..swin import swin_rollout, window_attention, window_query_maps
+
         s = self.settings
         with torch.inference_mode():
             logits, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device))
@@ -55,6 +59,8 @@ class SwinSection(Section):
         return Record(section=self.name, model=model.name, image=image.slug, arrays=arrays, meta=meta)
 
     def render(self, record: Record) -> dict[str, Figure]:
+        from ..render.swin import swin_rollout_figure, window_map_figure
+
         m, a = record.meta, record.arrays
         figures = {}
         styles = {"overlay": [False], "raw": [True], "both": [False, True]}[m["style"]]
