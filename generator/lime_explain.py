@@ -172,7 +172,7 @@ def explain_image(
     top_labels: int = 2,
     num_features: int = 5,
     seed: int = 0,
-    batch_size: int = 64,
+    batch_size: int | str = "auto",
     hide_color=None,
     segmentation: str = "quickshift",
     segmentation_params: dict | None = None,
@@ -191,6 +191,8 @@ def explain_image(
         segmentation: "quickshift", "slic" or "felzenszwalb", with ``segmentation_params``
             over lime's defaults.
         labels: explain exactly these classes instead of the ``top_labels`` best ones.
+        batch_size: images per forward pass; "auto" picks by the model's FLOPs and device
+            (:func:`generator.loaded_model.auto_batch_size`).
 
     Raises:
         ValueError: num_samples < 2, num_features < 1, an unknown segmentation, or top_labels
@@ -211,6 +213,12 @@ def explain_image(
     unknown = set(params) - set(SEGMENTATIONS[segmentation])
     if unknown:
         raise ValueError(f"unknown {segmentation} parameters {sorted(unknown)}; known: {sorted(SEGMENTATIONS[segmentation])}")
+    if batch_size == "auto":
+        from .loaded_model import auto_batch_size
+        from .models import forward_flops
+
+        device = next(model.parameters()).device
+        batch_size = auto_batch_size(forward_flops(model, tuple(image.shape[:2]), device), device)
     segmenter = SegmentationAlgorithm(segmentation, random_seed=seed, **params)
     explainer = BatchedLimeImageExplainer(random_state=seed)
     return explainer.explain_instance(

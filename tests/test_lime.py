@@ -144,3 +144,13 @@ def test_predict_fn_matches_model_and_iou():
     a[:2] = True
     b[1:3] = True
     assert region_iou(a, b) == pytest.approx(4 / 12)
+
+
+def test_auto_batch_size_gives_the_same_explanation(tiny_vit):
+    image = natural_image(seed=4)
+    auto = explain_image(tiny_vit, image, num_samples=120, seed=4)
+    fixed = explain_image(tiny_vit, image, num_samples=120, seed=4, batch_size=7)
+    assert auto.top_labels == fixed.top_labels
+    for label in auto.local_exp:
+        assert [s for s, _ in auto.local_exp[label]] == [s for s, _ in fixed.local_exp[label]]
+        assert np.allclose([w for _, w in auto.local_exp[label]], [w for _, w in fixed.local_exp[label]], atol=1e-6)
