@@ -124,8 +124,9 @@ class GramLimeBase(lime_base.LimeBase):
             rhs = moment[index]  # c, k
             if np.any(np.linalg.cond(blocks) > _MAX_CONDITION):
                 return None
-            coef = np.linalg.solve(blocks, rhs[..., None])[..., 0]
-            fitted = np.einsum("nck,ck->cn", centred[:, index], coef)  # c, n
+            coef = np.linalg.solve(blocks, rhs[..., None])[..., 0]  # c, k
+            # the fitted values, without materialising an (n, c, k) design: shared part + candidate column
+            fitted = coef[:, :-1] @ centred[:, used].T + coef[:, -1:] * centred[:, candidates].T  # c, n
             residual_ss = ((target[None, :] - fitted) ** 2) @ weights
             scores = 1.0 - residual_ss / total_ss
             if not np.all(np.isfinite(scores)):
@@ -151,7 +152,7 @@ class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
         data[0, :] = 1
         # lime hides pixels whose segment label equals a zero column's index; labels ≥ n_features stay
         lookup = np.ones((batch_size, int(segments.max()) + 1), dtype=bool)
-        labels = []
+        labels = None  # (num_samples, classes), filled batch by batch: no per-sample objects
         for start in range(0, num_samples, batch_size):
             rows = data[start : start + batch_size].astype(bool)
             keep = lookup[: len(rows)].copy()
@@ -160,8 +161,11 @@ class BatchedLimeImageExplainer(lime_image.LimeImageExplainer):
             batch = np.empty((len(rows), *image.shape), dtype=image.dtype)
             batch[:] = fudged_image
             np.copyto(batch, image, where=visible)  # half the time of np.where here
-            labels.extend(classifier_fn(batch))
-        return data, np.array(labels)
+            predictions = np.asarray(classifier_fn(batch))
+            if labels is None:
+                labels = np.empty((num_samples, *predictions.shape[1:]), dtype=predictions.dtype)
+            labels[start : start + len(rows)] = predictions
+        return data, labels
 
 
 def explain_image(
