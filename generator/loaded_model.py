@@ -8,7 +8,9 @@ results are all cached never imports torch or timm nor reads the weights.
 
 from __future__ import annotations
 
+import json
 import math
+import sys
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from importlib.metadata import PackageNotFoundError, version
@@ -172,8 +174,6 @@ def open_model(config: ModelConfig, device: Any, memo_dir: Path | None, read_mem
     memo = memo_dir / f"{key}.json" if key else None
     if read_memo and memo is not None and memo.is_file():
         try:
-            import json
-
             saved = json.loads(memo.read_text(encoding="utf-8"))
             fields = {name: saved[name] for name in _IDENTITY_FIELDS}
             fields["data_config"] = {k: _tuples(v) for k, v in fields["data_config"].items()}
@@ -192,8 +192,6 @@ def open_model(config: ModelConfig, device: Any, memo_dir: Path | None, read_mem
 
 def environment_threads() -> str:
     """torch's intra-op thread count when torch is loaded (it is not when every result was cached)."""
-    import sys
-
     torch = sys.modules.get("torch")
     if torch is None:
         return "torch not loaded (every result came from the cache)"
