@@ -6,7 +6,7 @@ vectorised code that returns the same result:
 - ``lime_image.LimeImageExplainer.data_labels`` builds every perturbed image in a Python loop
   (a deepcopy and one boolean mask per hidden superpixel). :class:`BatchedLimeImageExplainer`
   draws the samples with the same single ``random_state.randint`` call and builds each batch
-  of perturbed images with one ``np.where``.
+  of perturbed images with one masked copy into a preallocated array.
 - ``lime_base.LimeBase.forward_selection`` (lime's choice for ``num_features <= 6``) fits one
   sklearn ``Ridge`` per candidate superpixel per step, ~200 fits per label. :class:`GramLimeBase`
   scores all candidates of a step at once from the weighted, centred Gram matrix: the same
