@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union
+
+from .safepaths import PathError, confined, folder_problem
 
 __all__ = [
     "ConfigError",
@@ -140,8 +143,10 @@ class ProbeConfig:
     """Linear-probe fine-tuning (the study's bonus chapter): frozen backbone, new head, every model × dataset."""
 
     enabled: bool = True
-    #: name → an ImageFolder-style folder, or a built-in: "sklearn:digits", "skimage:lfw_subset".
+    #: name → an ImageFolder-style folder inside ``data_root``, or a built-in: "sklearn:digits", "skimage:lfw_subset".
     datasets: dict[str, str] = field(default_factory=lambda: {"digits": "sklearn:digits", "faces": "skimage:lfw_subset"})
+    #: The folder dataset paths are relative to (itself relative to the config file); datasets stay inside it.
+    data_root: Path = Path(".")
     epochs: int = 10
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -282,6 +287,9 @@ def parse_config(data: dict[str, Any], source: Path | None = None) -> GalleryCon
     cfg = _build(GalleryConfig, data, "", source, skip={"source"})
     resolved = {name: _resolve(base, getattr(cfg, name)) for name in _PATH_FIELDS}
     cfg = dataclasses.replace(cfg, source=source, **resolved)
+    probe = cfg.sections.probe
+    cfg = dataclasses.replace(cfg, sections=dataclasses.replace(
+        cfg.sections, probe=dataclasses.replace(probe, data_root=_resolve(base, probe.data_root))))
     _check_semantics(cfg, source, base)
     return dataclasses.replace(cfg, models=tuple(_resolve_weights(m, base) for m in cfg.models))
 
@@ -339,10 +347,16 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
     for key, low in (("num_samples", 2), ("num_features", 1), ("top_labels", 1), ("batch_size", 1)):
         if getattr(lime, key) != "auto" and getattr(lime, key) < low:
             raise ConfigError(source, f"sections.lime.{key}", f"must be ≥ {low}, got {getattr(lime, key)}")
-    for name in lime.segmentation_params:
+    for name, value in lime.segmentation_params.items():
+        key = f"sections.lime.segmentation_params.{name}"
         if name not in LIME_SEGMENTATIONS[lime.segmentation]:
-            raise ConfigError(source, f"sections.lime.segmentation_params.{name}",
+            raise ConfigError(source, key,
                               f"not a {lime.segmentation} parameter{_suggest(name, LIME_SEGMENTATIONS[lime.segmentation])}")
+        low, high, closed = SEGMENTATION_LIMITS.get(name, (0.0, math.inf, True))
+        if not math.isfinite(value) or value < low or value > high or (not closed and value == low):
+            interval = f"{'[' if closed else '('}{low}, {high}]" if math.isfinite(high) else (
+                f"{'≥' if closed else '>'} {low}")
+            raise ConfigError(source, key, f"must be {interval}, got {value!r}")
     if lime.hide_color != "mean" and (len(lime.hide_color) != 3 or not all(0 <= c <= 255 for c in lime.hide_color)):
         raise ConfigError(source, "sections.lime.hide_color", f"expected \"mean\" or [r, g, b] in 0…255, got {lime.hide_color!r}")
     perturb = cfg.sections.perturb
@@ -362,22 +376,59 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
     for key in ("epochs", "batch_size", "feature_batch_size"):
         if getattr(probe, key) != "auto" and getattr(probe, key) < 1:
             raise ConfigError(source, f"sections.probe.{key}", f"must be ≥ 1, got {getattr(probe, key)}")
-    if not probe.lr > 0 or probe.weight_decay < 0:
-        raise ConfigError(source, "sections.probe.lr" if not probe.lr > 0 else "sections.probe.weight_decay",
-                          "lr must be > 0 and weight_decay ≥ 0")
+    if not probe.lr > 0:
+        raise ConfigError(source, "sections.probe.lr", f"must be > 0, got {probe.lr}")
+    if not probe.weight_decay >= 0:
+        raise ConfigError(source, "sections.probe.weight_decay", f"must be ≥ 0, got {probe.weight_decay}")
     for name, where in probe.datasets.items():
-        if ":" in where and not where.startswith(("sklearn:", "skimage:")) and not Path(where).exists():
-            raise ConfigError(source, f"sections.probe.datasets.{name}",
+        key = f"sections.probe.datasets.{name}"
+        if where.startswith(("sklearn:", "skimage:")):
+            continue
+        if ":" in where and not Path(where).exists():
+            raise ConfigError(source, key,
                               f"unknown built-in {where!r}; use sklearn:digits or skimage:lfw_subset, or a folder")
+        try:
+            confined(probe.data_root, where, "dataset")
+        except PathError as exc:
+            raise ConfigError(source, key, f"{exc} (set sections.probe.data_root to the folder that holds it)") from None
     faith = cfg.sections.faithfulness
     for key, low in (("grid", 2), ("step", 1), ("batch_size", 1), ("randomise_blocks", 0), ("lime_samples", 2)):
         if getattr(faith, key) != "auto" and getattr(faith, key) < low:
             raise ConfigError(source, f"sections.faithfulness.{key}", f"must be ≥ {low}, got {getattr(faith, key)}")
     if not faith.random_seeds:
         raise ConfigError(source, "sections.faithfulness.random_seeds", "name at least one seed")
+    if not faith.blur_sigma > 0:
+        raise ConfigError(source, "sections.faithfulness.blur_sigma", f"must be > 0, got {faith.blur_sigma}")
+    if not 0.0 < faith.flag_correlation <= 1.0:
+        raise ConfigError(source, "sections.faithfulness.flag_correlation",
+                          f"must be in (0, 1], got {faith.flag_correlation}")
+    _check_folders(cfg, source)
     query = cfg.sections.heads.query
     if isinstance(query, int) and query < 0:
         raise ConfigError(source, "sections.heads.query", "a patch index must be ≥ 0")
+
+
+def _check_folders(cfg: GalleryConfig, source: Path | None) -> None:
+    """``output`` and ``site_dir`` are folders the tool owns (or new, or empty), apart from each other,
+    and hold none of the user's inputs."""
+    protected = {"the image folder": cfg.images}
+    if source is not None:
+        protected["the config file's folder"] = source.parent
+        protected["the config file"] = source
+    for i, model in enumerate(cfg.models):
+        if model.weights_kind == "file":
+            protected[f"models[{i}].weights"] = Path(model.weights_arg)
+    output, site = cfg.output.resolve(), cfg.site_dir.resolve()
+    for key, folder, role in (("output", output, "output"), ("site_dir", site, "site_dir")):
+        problem = folder_problem(folder, role, protected)
+        if problem:
+            raise ConfigError(source, key, problem)
+    if site == output:
+        raise ConfigError(source, "site_dir", "must not be the output folder; give each its own folder")
+    if site in output.parents:
+        raise ConfigError(source, "site_dir", f"{site} contains the output folder {output}: mkdocs would wipe it")
+    if (output / "docs") == site or (output / "docs") in site.parents:
+        raise ConfigError(source, "site_dir", f"{site} lies inside the pages folder {output / 'docs'}")
 
 
 def _check_weights(model: ModelConfig, key: str, source: Path | None, base: Path) -> None:
@@ -399,6 +450,14 @@ def _check_weights(model: ModelConfig, key: str, source: Path | None, base: Path
     else:
         hint = _suggest(kind, ["hub", "file", "random"])
         raise ConfigError(source, key, f"unknown weights source {kind!r}{hint}; use 'hub', 'file:PATH' or 'random:SEED'")
+
+
+#: Allowed ranges of lime's segmentation parameters: (low, high, low included).
+SEGMENTATION_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "kernel_size": (0.0, math.inf, False), "max_dist": (0.0, math.inf, False), "ratio": (0.0, 1.0, True),
+    "n_segments": (1.0, math.inf, True), "compactness": (0.0, math.inf, False), "sigma": (0.0, math.inf, True),
+    "scale": (0.0, math.inf, False), "min_size": (0.0, math.inf, True),
+}
 
 
 def _suggest(word: str, options: typing.Iterable[str]) -> str:
@@ -468,6 +527,8 @@ def _coerce(tp: Any, value: Any, key: str, source: Path | None) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(source, key, f"expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(source, key, f"expected a finite number, got {value!r}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

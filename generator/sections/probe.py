@@ -12,6 +12,7 @@ from ..cache import Record, cache_key
 from ..datasets import DATASET_SOURCES, DatasetError, discover_dataset, files_sha256, materialise_builtin
 from ..images import slugify
 from ..loaded_model import LoadedModel
+from ..safepaths import confined
 from .base import Section
 
 if TYPE_CHECKING:
@@ -39,9 +40,7 @@ class ProbeSection(Section):
         where = self.settings.datasets[name]
         if where.startswith(("sklearn:", "skimage:")):
             return materialise_builtin(where, self.config.output / "datasets" / slugify(where))
-        path = Path(where)
-        base = self.config.source.parent if self.config.source else Path.cwd()
-        return path if path.is_absolute() else base / path
+        return confined(self.settings.data_root, where, "dataset")
 
     def splits(self, name: str):
         if name not in self._splits:
