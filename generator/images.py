@@ -1,11 +1,15 @@
 """The input image set: loading, mode conversion, EXIF orientation, stable safe slugs.
 
 A bad file never stops the batch: :func:`scan_images` returns the good items and one
-:class:`ImageFailure` per bad file.
+:class:`ImageFailure` per bad file (unreadable, broken or looping symlinks, names the file
+files Pillow refuses). Large images are not kept in memory: an item
+holds its pixels only when they are small (:data:`KEEP_PIXELS_BELOW`), and otherwise decodes
+them again when asked, so a build's peak memory does not grow with the number of large images.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -24,27 +28,57 @@ if os.environ.get("VIT_GALLERY_MAX_IMAGE_PIXELS"):
     Image.MAX_IMAGE_PIXELS = int(os.environ["VIT_GALLERY_MAX_IMAGE_PIXELS"])
 
 
+#: Images with fewer pixels than this keep their decoded pixels; larger ones are decoded on demand.
+KEEP_PIXELS_BELOW = 4_000_000
+
+
+def display_name(name: str) -> str:
+    """A file name as text a page can show: undecodable bytes become U+FFFD.
+
+    >>> display_name("caf\udce9.png")
+    'caf\ufffd.png'
+    """
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 @dataclass
 class ImageItem:
-    """One loaded input image.
+    """One input image.
 
     Attributes:
         slug: safe, stable identifier used in paths and page names.
         path: the source file.
         sha256: hash of the file's bytes (part of every cache key).
-        rgb: (H, W, 3) uint8 array.
+        shape: (H, W) after EXIF orientation.
         notes: what was done to it (mode conversion, EXIF rotation, first frame …).
+        pixels: (H, W, 3) uint8, kept only for small images; see :attr:`rgb`.
     """
 
     slug: str
     path: Path
     sha256: str
-    rgb: np.ndarray
+    shape: tuple[int, int]
     notes: list[str] = field(default_factory=list)
+    pixels: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The file name as text (undecodable bytes shown as U+FFFD)."""
+        return display_name(self.path.name)
+
+    @property
+    def rgb(self) -> np.ndarray:
+        """(H, W, 3) uint8 pixels: kept for small images, decoded again for large ones.
+
+        Raises:
+            ImageLoadError: the file changed or vanished since it was scanned.
+        """
+        if self.pixels is not None:
+            return self.pixels
+        rgb, _, sha = load_image(self.path)
+        if sha != self.sha256:
+            raise ImageLoadError(f"{self.name} changed on disk while the build ran; run it again")
+        return rgb
 
 
 @dataclass
@@ -65,28 +99,58 @@ def slugify(name: str) -> str:
     >>> slugify("Tabby Cat (1).JPG")
     'tabby-cat-1'
     """
-    stem = Path(name).stem
+    stem = Path(display_name(name)).stem
     ascii_text = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
     slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     return slug[:60].strip("-")
 
 
-def unique_slugs(names: list[str]) -> dict[str, str]:
-    """Map each file name to a slug that no other name in ``names`` shares.
+def slugify_name(name: str) -> str:
+    """A slug of a whole name, suffix and slashes included (model names such as ``ViT-B/16``).
 
-    Names whose plain slug collides (or is empty) get a short hash of the exact name, so
-    the result does not depend on the order or on which other files exist.
+    >>> slugify_name("ViT-B/16")
+    'vit-b-16'
     """
-    plain = {n: slugify(n) for n in names}
+    ascii_text = unicodedata.normalize("NFKD", display_name(name)).encode("ascii", "ignore").decode("ascii")
+    return re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")[:60].strip("-")
+
+
+def _name_hash(name: str, length: int) -> str:
+    return hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:length]
+
+
+def unique_slugs(names: list[str], slug=slugify) -> dict[str, str]:
+    """Map each name to a slug that no other name in ``names`` shares.
+
+    A name keeps its plain slug when no other name has the same one. Names whose plain slug
+    collides (or is empty) get a hash of the exact name; the hash grows until the slug also
+    differs from every other name's slug, plain or hashed (so ``a b.png`` cannot take the
+    slug of a file that is literally named ``a-b-<hash>.png``). The result depends only on
+    the set of names, not on their order.
+    """
+    names = sorted(set(names), key=lambda n: n.encode("utf-8", "surrogateescape"))
+    plain = {n: slug(n) for n in names}
     counts: dict[str, int] = {}
-    for slug in plain.values():
-        counts[slug] = counts.get(slug, 0) + 1
-    out = {}
-    for name, slug in plain.items():
-        if not slug or counts[slug] > 1:
-            suffix = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
-            slug = f"{slug}-{suffix}" if slug else f"image-{suffix}"
-        out[name] = slug
+    for s in plain.values():
+        counts[s] = counts.get(s, 0) + 1
+    out = {n: s for n, s in plain.items() if s and counts[s] == 1}
+    taken = set(out.values())
+    for length in (8, 16, 32, 64):
+        pending = [n for n in names if n not in out]
+        if not pending:
+            break
+        candidates = {n: f"{plain[n] or 'image'}-{_name_hash(n, length)}" for n in pending}
+        for n, s in candidates.items():
+            if s not in taken and list(candidates.values()).count(s) == 1:
+                out[n] = s
+        taken |= {out[n] for n in pending if n in out}
+    for n in names:  # 64 hex digits of SHA-256 cannot collide in practice; this keeps the promise anyway
+        if n not in out:
+            i = 2
+            while f"{plain[n] or 'image'}-{_name_hash(n, 64)}-{i}" in taken:
+                i += 1
+            out[n] = f"{plain[n] or 'image'}-{_name_hash(n, 64)}-{i}"
+            taken.add(out[n])
     return out
 
 
@@ -117,9 +181,13 @@ def load_image(path: Path) -> tuple[np.ndarray, list[str], str]:
     """Read one file → (rgb (H, W, 3) uint8, notes, sha256 of the bytes).
 
     Raises:
-        ImageLoadError: empty, truncated, corrupt or non-image files, and decompression bombs.
+        ImageLoadError: empty, truncated, corrupt or non-image files, decompression bombs, and
+            files that cannot be opened at all (permissions, broken or looping links).
     """
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ImageLoadError(f"cannot be read: {exc.strerror or exc}") from None
     if not data:
         raise ImageLoadError("empty file (0 bytes)")
     sha = hashlib.sha256(data).hexdigest()
@@ -147,22 +215,50 @@ def load_image(path: Path) -> tuple[np.ndarray, list[str], str]:
     return rgb, notes, sha
 
 
+def _entry_problem(path: Path) -> str | None:
+    """Why a directory entry cannot be used as an image file, or None when it can."""
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        return (f"file name is not valid UTF-8 (shown as {display_name(path.name)!r}): skipped, since pages, "
+                "links and the navigation could not name it faithfully; rename the file")
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python 3.11 raises this for loops
+            return "symlink loop: skipped"
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "symlink loop: skipped"
+            return f"broken symlink (its target {os.readlink(path)!r} does not exist): skipped"
+        return "symlink: skipped (only regular files in the image folder are read)"
+    return None
+
+
 def scan_images(folder: Path) -> tuple[list[ImageItem], list[ImageFailure]]:
     """Load every image file in ``folder`` (not recursive), sorted by name.
 
-    Returns the loaded items and one failure per unusable file; never raises for a bad file.
+    Returns the loaded items and one failure per unusable entry with an image suffix (broken,
+    unreadable, looping or plain symlinks, names that are not UTF-8); never raises for a bad file.
     """
-    paths = sorted(
-        (p for p in folder.iterdir() if p.is_file() and not p.is_symlink() and p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: p.name,
-    )
-    slugs = unique_slugs([p.name for p in paths])
-    items, failures = [], []
-    for path in paths:
+    entries = sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                     key=lambda p: os.fsencode(p.name))
+    items, failures, usable = [], [], []
+    for path in entries:
+        problem = _entry_problem(path)
+        if problem is not None:
+            failures.append(ImageFailure(path, problem))
+        elif path.is_file():
+            usable.append(path)
+    slugs = unique_slugs([p.name for p in usable])
+    for path in usable:
         try:
             rgb, notes, sha = load_image(path)
         except ImageLoadError as exc:
             failures.append(ImageFailure(path, str(exc)))
             continue
-        items.append(ImageItem(slug=slugs[path.name], path=path, sha256=sha, rgb=rgb, notes=notes))
+        keep = rgb if rgb.shape[0] * rgb.shape[1] < KEEP_PIXELS_BELOW else None
+        items.append(ImageItem(slug=slugs[path.name], path=path, sha256=sha, shape=rgb.shape[:2], notes=notes,
+                               pixels=keep))
+        del rgb
     return items, failures

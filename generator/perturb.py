@@ -12,6 +12,7 @@ clipped, and the clipping is reported in the edit's notes.
 
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,7 @@ def resolve_region(spec: dict[str, Any], shape: tuple[int, int], base_dir: Path 
         raise EditError(f"{where}: give exactly one of box, rbox or mask (got {sorted(keys) or 'none'})")
     key = keys.pop()
     if key == "mask":
-        path = Path(spec["mask"])
-        path = path if path.is_absolute() or base_dir is None else base_dir / path
+        path = _declared_path(base_dir, spec["mask"], "mask", where)
         if not path.is_file():
             raise EditError(f"{where}: mask file not found: {path}")
         mask = np.asarray(Image.open(path).convert("L")) > 0
@@ -263,28 +263,63 @@ def parse_variants(data: Any, where: str, base_dir: Path | None = None) -> list[
             extra = set(edit) - allowed
             if extra:
                 raise EditError(f"{label} ({op}): unknown keys {sorted(extra)}; allowed: {sorted(allowed - {'op'})}")
-            region_keys = REGION_KEYS & set(edit if op != "paste" else edit.get("source_region") or {})
+            region = edit if op != "paste" else edit.get("source_region") or {}
+            region_keys = REGION_KEYS & set(region)
             if len(region_keys) != 1:
                 where = "source_region" if op == "paste" else "the edit"
                 raise EditError(f"{label} ({op}): {where} needs exactly one of box, rbox or mask")
+            if "mask" in region and base_dir is not None:
+                _declared_path(base_dir, region["mask"], "mask", f"{label} ({op})")
+            if op == "paste":
+                _declared_path(Path("images-folder"), edit.get("source"), "paste source", f"{label} ({op})",
+                               lexical=True)
         variants.append(Variant(name=name, edits=tuple(edits), base_dir=base_dir))
     return variants
+
+
+def _declared_path(base: Path | None, value: Any, what: str, where: str, lexical: bool = False) -> Path:
+    """A declared path resolved inside ``base``; EditError for absolute paths and paths that leave it.
+
+    ``lexical`` checks the words alone (the folder is known only later, e.g. the image folder).
+    """
+    from .safepaths import PathError, confined
+
+    if not isinstance(value, str) or not value:
+        raise EditError(f"{where}: {what} must be a file path, got {value!r}")
+    if base is None:
+        raise EditError(f"{where}: {what} {value!r} has no folder to be relative to")
+    try:
+        if lexical:
+            return confined(Path("/nonexistent-root"), value, what)
+        return confined(base, value, what)
+    except PathError as exc:
+        raise EditError(f"{where}: {exc}".replace(" /nonexistent-root", " the image folder")) from None
 
 
 def load_variants(image_path: Path) -> list[Variant]:
     """Variants declared next to an image: ``<image>.variants.toml`` and ``<image>.variants/*.png``."""
     out: list[Variant] = []
     declared = image_path.with_name(image_path.name + ".variants.toml")
-    if declared.is_file():
+    folder = image_path.with_name(image_path.name + ".variants")
+    # A name too long for the file system cannot have declarations beside it.
+    if _name_fits(declared) and declared.is_file():
         try:
             data = tomllib.loads(declared.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise EditError(f"{declared}: not valid TOML: {exc}") from None
         out += parse_variants(data.get("variant", []), str(declared), declared.parent)
-    folder = image_path.with_name(image_path.name + ".variants")
-    if folder.is_dir():
+    if _name_fits(folder) and folder.is_dir():
         out += [Variant(name=p.stem, file=p) for p in sorted(folder.glob("*.png"))]
     return out
+
+
+def _name_fits(path: Path) -> bool:
+    """Whether the file system can hold ``path``'s name (``is_file`` raises on names over its limit)."""
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    return len(os.fsencode(path.name)) <= limit
 
 
 def apply_variant(image: np.ndarray, variant: Variant, others: dict[str, np.ndarray] | None = None) -> EditResult:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,12 +14,21 @@ from ..cache import Record
 from ..images import ImageItem, load_image
 from ..loaded_model import LoadedModel
 from ..perturb import Variant, apply_variant, load_variants, parse_variants, prediction_table
+from ..safepaths import PathError, confined
 from .base import ModelInput, Section
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 THUMBNAIL = 160
+
+
+def _inside(root: Path, relative: str) -> Path | None:
+    """``root / relative`` when it stays inside ``root`` (else None: the compute step reports it)."""
+    try:
+        return confined(root, relative, "path")
+    except PathError:
+        return None
 
 
 class PerturbSection(Section):
@@ -46,7 +55,7 @@ class PerturbSection(Section):
                 for key in ("mask", "source"):
                     if key in edit:
                         root = variant.base_dir if key == "mask" else image.path.parent
-                        paths.append(root / edit[key] if root else None)
+                        paths.append(_inside(root, edit[key]) if root else None)
             for path in paths:
                 if path is not None and path.is_file():
                     digest.update(path.read_bytes())
@@ -62,7 +71,7 @@ class PerturbSection(Section):
         for variant in variants:
             for edit in variant.edits:
                 if edit.get("op") == "paste" and edit.get("source") not in sources:
-                    sources[edit["source"]] = load_image(image.path.parent / edit["source"])[0]
+                    sources[edit["source"]] = load_image(confined(image.path.parent, edit["source"], "paste source"))[0]
         edited = [(v.name, apply_variant(image.rgb, v, sources)) for v in variants]
         names = ["Original"] + [name for name, _ in edited]
         pictures = [image.rgb] + [result.image for _, result in edited]
