@@ -57,7 +57,7 @@ def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, j
 
 
 def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only: str | None) -> None:
-    from .pipeline import FailFast, run, summary_lines
+    from .pipeline import FailFast, OutputWriteError, run, summary_lines, write_fault
     from .sections import SECTIONS
     from .site import SiteBuildError, build_site, write_mkdocs_config, write_pages
 
@@ -77,15 +77,19 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
     try:
         result = run(config, use_cache=not no_cache, fail_fast=fail_fast, progress=not quiet, command=command,
                      jobs=jobs, log=lambda m: click.echo(m, err=True))
+        write_pages(result)
+        mkdocs_config = write_mkdocs_config(result)
     except FailFast as exc:
         click.echo(f"stopped at the first failure (--fail-fast): {exc}", err=True)
         sys.exit(1)
-    write_pages(result)
-    mkdocs_config = write_mkdocs_config(result)
+    except (OutputWriteError, OSError) as exc:
+        if isinstance(exc, OSError) and write_fault(exc) is None:
+            raise
+        _stop_on_write_fault(exc)
     site_failed = False
     if not no_site:
         try:
-            build_site(mkdocs_config)
+            build_site(mkdocs_config, config.site_dir)
         except SiteBuildError as exc:
             click.echo(str(exc), err=True)
             site_failed = True
@@ -94,6 +98,21 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
     if not no_site and not site_failed:
         click.echo(f"site: {config.site_dir}")
     sys.exit(1 if (result.failures or site_failed) else 0)
+
+
+def _stop_on_write_fault(exc: BaseException) -> None:
+    """One clear message and what the run had done, then exit 1 (no traceback)."""
+    from .pipeline import summary_lines, write_fault
+
+    fault = write_fault(exc)
+    message = str(exc) if fault is None or str(exc) != str(fault) else f"cannot write {fault.filename}: {fault.strerror}"
+    click.echo(f"stopped: {message}. Files already written are complete (every write is atomic); "
+               "free space or fix the folder's permissions and run the same command again to resume.", err=True)
+    result = getattr(exc, "result", None)
+    if result is not None:
+        for line in summary_lines(result):
+            click.echo(line)
+    sys.exit(1)
 
 
 def _section_command(name: str, title: str):
@@ -125,10 +144,23 @@ def figures(config_path: Path, dpi: int, out_dir: Path, jobs: int) -> None:
 
     from .pipeline import run
 
+    from .pipeline import OutputWriteError
+    from .safepaths import folder_problem
+
     config = _load_config_or_exit(config_path, {})
     config = dataclasses.replace(config, run=dataclasses.replace(config.run, dpi=dpi))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result = run(config, docs_dir=out_dir.resolve(), jobs=jobs, progress=True, log=lambda m: click.echo(m, err=True))
+    protected = {"the image folder": config.images}
+    if config.source is not None:
+        protected["the config file's folder"] = config.source.parent
+    problem = folder_problem(out_dir.resolve(), "--out", protected)
+    if problem:
+        click.echo(f"error: [--out] {problem}", err=True)
+        sys.exit(2)
+    try:
+        result = run(config, docs_dir=out_dir.resolve(), jobs=jobs, progress=True,
+                     log=lambda m: click.echo(m, err=True))
+    except OutputWriteError as exc:
+        _stop_on_write_fault(exc)
     count = sum(len(r.figures) for r in result.results)
     click.echo(f"{count} figures (PNG at {dpi} dpi + PDF) in {out_dir / 'figures'}")
     sys.exit(1 if result.failures else 0)

@@ -8,6 +8,7 @@ results are all cached never imports torch or timm nor reads the weights.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sys
@@ -165,7 +166,10 @@ def _tuples(value: Any) -> Any:
 
 
 def open_model(config: ModelConfig, device: Any, memo_dir: Path | None, read_memo: bool = True) -> LoadedModel:
-    """The model's identity from the memo when it is there and current, else the model itself.
+    """The model's identity from the memo when it is there, current and intact, else the model itself.
+
+    The memo carries a SHA-256 of its content: a memo that was edited or damaged is discarded,
+    and the model is loaded and the memo written again.
 
     With ``memo_dir`` None no memo is read or written; with ``read_memo`` False the model is
     loaded and its memo written afresh (``--no-cache``).
@@ -174,7 +178,10 @@ def open_model(config: ModelConfig, device: Any, memo_dir: Path | None, read_mem
     memo = memo_dir / f"{key}.json" if key else None
     if read_memo and memo is not None and memo.is_file():
         try:
-            saved = json.loads(memo.read_text(encoding="utf-8"))
+            envelope = json.loads(memo.read_text(encoding="utf-8"))
+            saved = envelope["identity"]
+            if envelope["sha256"] != hashlib.sha256(canonical_json(saved).encode("utf-8")).hexdigest():
+                raise ValueError("memo content does not match its hash")  # tampered or damaged: rebuilt below
             fields = {name: saved[name] for name in _IDENTITY_FIELDS}
             fields["data_config"] = {k: _tuples(v) for k, v in fields["data_config"].items()}
             fields["class_names"] = tuple(fields["class_names"])
@@ -186,7 +193,9 @@ def open_model(config: ModelConfig, device: Any, memo_dir: Path | None, read_mem
     model = load_model(config, device)
     if memo is not None:
         memo.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(memo, canonical_json({name: getattr(model, name) for name in _IDENTITY_FIELDS}))
+        identity = json.loads(canonical_json({name: getattr(model, name) for name in _IDENTITY_FIELDS}))
+        digest = hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()
+        atomic_write_text(memo, canonical_json({"identity": identity, "sha256": digest}))
     return model
 
 

@@ -7,6 +7,7 @@ run goes on (unless ``fail_fast``) and the failures land in the run report and e
 
 from __future__ import annotations
 
+import errno
 import gc
 import json
 import platform
@@ -24,9 +25,13 @@ from . import __version__
 from .atomic import atomic_write_text, write_if_changed
 from .cache import Record, ResultCache, cache_key, canonical_json
 from .config import GalleryConfig
-from .images import ImageItem, scan_images, slugify, unique_slugs
+from .images import ImageItem, display_name, scan_images, slugify, slugify_name, unique_slugs
 from .loaded_model import LoadedModel, environment_threads, open_model
+from .safepaths import claim_folder, ensure_inside
 from .sections import SECTIONS, ModelInput, Section
+
+#: errno values that mean "the output cannot be written at all": the run stops with one message.
+WRITE_FAULTS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
 
 
 @dataclass
@@ -101,6 +106,27 @@ class RunResult:
         return not self.failures
 
 
+class OutputWriteError(RuntimeError):
+    """The output cannot be written (read-only folder, no space left): the run stops cleanly.
+
+    Attributes:
+        result: what the run had done until then (its summary is printed by the CLI).
+    """
+
+    def __init__(self, message: str, result: "RunResult | None" = None):
+        super().__init__(message)
+        self.result = result
+
+
+def write_fault(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` when it says the output cannot be written, else None."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in WRITE_FAULTS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 class FailFast(RuntimeError):
     """Raised to stop the run at the first failure when ``fail_fast`` is set."""
 
@@ -140,7 +166,8 @@ def environment_versions() -> dict[str, str]:
 
 
 def model_slugs(config: GalleryConfig) -> dict[str, str]:
-    return unique_slugs([m.name for m in config.models])
+    """Model name → slug of the whole name (``ViT-B/16`` → ``vit-b-16``), unique among the models."""
+    return unique_slugs([m.name for m in config.models], slug=slugify_name)
 
 
 def figure_stem(docs_dir: Path, section: str, figure_id: str, model_slug: str, image_slug: str) -> Path:
@@ -156,7 +183,7 @@ def job_key(section: Section, model: LoadedModel, image: ImageItem) -> str:
         generator=__version__,
         section=section.name,
         params=section.params(),
-        model={"arch": model.config.arch, "weights_sha256": model.weights_sha256,
+        model={"name": model.name, "arch": model.config.arch, "weights_sha256": model.weights_sha256,
                "labels": list(model.class_names), "data_config": model.data_config},
         image=image.sha256,
         image_params=section.image_params(image),
@@ -201,9 +228,36 @@ def run(
     def add_seconds(name: str, seconds: float) -> None:
         section_seconds[name] = section_seconds.get(name, 0.0) + seconds
 
+    images: list[ImageItem] = []
+
+    def partial_result() -> RunResult:
+        return RunResult(
+            config=config,
+            images=images,
+            models=summaries,
+            results=results,
+            failures=failures,
+            section_seconds={k: round(v, 3) for k, v in section_seconds.items()},
+            cache_stats={"hits": cache.hits, "misses": cache.misses, "discarded": cache.discarded,
+                         "size_bytes": cache.size_bytes()},
+            started=started.isoformat(timespec="seconds"),
+            wall_seconds=round(time.perf_counter() - t0, 3),
+            command=command or " ".join(sys.argv),
+            docs_dir=docs_dir,
+            environment=environment_versions(),
+        )
+
+    try:
+        claim_folder(out, "output")
+        if docs_dir != out / "docs":
+            claim_folder(docs_dir, "figures")
+    except OSError as exc:
+        if write_fault(exc) is None:
+            raise
+        raise OutputWriteError(f"cannot write into {out}: {exc.strerror or exc}") from None
     images, bad_images = scan_images(config.images)
     for bad in bad_images:
-        record_failure(Failure(stage="image", image=bad.path.name, error=bad.reason))
+        record_failure(Failure(stage="image", image=display_name(bad.path.name), error=bad.reason))
     if not images:
         log(f"no usable images in {config.images}")
 
@@ -219,6 +273,9 @@ def run(
             try:
                 model = open_model(model_config, device, memo, read_memo=use_cache)
             except Exception as exc:
+                if write_fault(exc) is not None:
+                    raise OutputWriteError(f"cannot write the output in {out}: {write_fault(exc).strerror}",
+                                           partial_result()) from None
                 record_failure(Failure(stage="model", model=model_config.name, error=str(exc),
                                        traceback=trimmed_traceback(exc)))
                 continue
@@ -234,12 +291,17 @@ def run(
                     if record is None:
                         record = compute()
                         cache.put(job.key, record)
+                    # The cache shares work between identical inputs; outputs belong to this job's names.
+                    record.model, record.image = job.model, job.image
                     write_data(docs_dir, section.name, model_slug, job, record)
                     tables = write_tables(docs_dir, section, model_slug, record)
                     pending.append((section, job, record, cached, tables))
                 except FailFast:
                     raise
                 except Exception as exc:
+                    if write_fault(exc) is not None:
+                        raise OutputWriteError(f"cannot write the output in {out}: {write_fault(exc).strerror}",
+                                               partial_result()) from None
                     record_failure(Failure(stage="section", section=section.name, model=model.name, image=job.image,
                                            error=f"{type(exc).__name__}: {exc}", traceback=trimmed_traceback(exc)))
                 finally:
@@ -250,6 +312,8 @@ def run(
             for (section, job, record, cached, tables), (outcome, seconds) in zip(pending, renderer.render(tasks)):
                 add_seconds(section.name, seconds)
                 if isinstance(outcome, RenderError):
+                    if outcome.write_fault:
+                        raise OutputWriteError(f"cannot write figures in {docs_dir}: {outcome.error}", partial_result())
                     record_failure(Failure(stage="render", section=section.name, model=job.model, image=job.image,
                                            error=outcome.error, traceback=outcome.traceback))
                     continue
@@ -258,23 +322,14 @@ def run(
                                          arrays={k: record.arrays[k] for k in section.summary_arrays
                                                  if k in record.arrays}))
 
-    result = RunResult(
-        config=config,
-        images=images,
-        models=summaries,
-        results=results,
-        failures=failures,
-        section_seconds={k: round(v, 3) for k, v in section_seconds.items()},
-        cache_stats={"hits": cache.hits, "misses": cache.misses, "discarded": cache.discarded,
-                     "size_bytes": cache.size_bytes()},
-        started=started.isoformat(timespec="seconds"),
-        wall_seconds=round(time.perf_counter() - t0, 3),
-        command=command or " ".join(sys.argv),
-        docs_dir=docs_dir,
-        environment=environment_versions(),
-    )
+    result = partial_result()
     if docs_dir == out / "docs":
-        write_run_report(result, out / "run_report.json")
+        try:
+            write_run_report(result, out / "run_report.json")
+        except OSError as exc:
+            if write_fault(exc) is None:
+                raise
+            raise OutputWriteError(f"cannot write the run report in {out}: {exc.strerror}", result) from None
     return result
 
 
@@ -294,9 +349,17 @@ def plan_model(model: LoadedModel, sections: list[Section], images: list[ImageIt
             inputs[image.slug] = prepare_input(model, image)
         return inputs[image.slug]
 
-    work = [(s, Job(s.name, model.name, image.slug, job_key(s, model, image)),
-             lambda s=s, image=image: s.compute(model, image, prepared(image)))
-            for image in images for s in active if s.per_image and s.applies_to_image(image)]
+    work = []
+    for image in images:
+        for s in (s for s in active if s.per_image):
+            try:  # a broken declaration next to one image (its variants file, say) fails that job alone
+                if not s.applies_to_image(image):
+                    continue
+                key = job_key(s, model, image)
+                compute = lambda s=s, image=image: s.compute(model, image, prepared(image))  # noqa: E731
+            except Exception as exc:
+                key, compute = "", _raiser(exc)
+            work.append((s, Job(s.name, model.name, image.slug, key), compute))
     for section in (s for s in active if not s.per_image):
         for unit in section.units():
             try:
@@ -360,7 +423,9 @@ def _render_task(config: GalleryConfig, section_name: str, record: Record, job: 
         refs = _render(section, record, job, cache, docs_dir, model_slug, config.run.dpi)
         return refs, time.perf_counter() - start
     except Exception as exc:  # returned as text: tracebacks do not cross process boundaries
-        return RenderError(f"{type(exc).__name__}: {exc}", trimmed_traceback(exc)), time.perf_counter() - start
+        fault = write_fault(exc)
+        error = fault.strerror if fault is not None else f"{type(exc).__name__}: {exc}"
+        return RenderError(error, trimmed_traceback(exc), fault is not None), time.perf_counter() - start
 
 
 @dataclass
@@ -369,6 +434,8 @@ class RenderError:
 
     error: str
     traceback: str
+    #: True when the output could not be written (no space, read-only): the run stops.
+    write_fault: bool = False
 
 
 def prepare_input(model: LoadedModel, image: ImageItem) -> ModelInput:
@@ -381,7 +448,7 @@ def prepare_input(model: LoadedModel, image: ImageItem) -> ModelInput:
 
 def note_upscaling(model: LoadedModel, image: ImageItem) -> None:
     """Note on the image when it is smaller than the model's input (the transform upscales it)."""
-    h, w = image.rgb.shape[:2]
+    h, w = image.shape
     ih, iw = model.input_size
     note = f"{w}×{h} pixels: upscaled to {iw}×{ih} by {model.name}'s transform"
     if (h < ih or w < iw) and note not in image.notes:
@@ -412,16 +479,14 @@ def write_tables(docs_dir: Path, section: Section, model_slug: str, record: Reco
     return written
 
 
-def ensure_inside(root: Path, path: Path) -> None:
-    """Refuse a path that would leave ``root`` (``..``, absolute parts, symlinks pointing out)."""
-    if root.resolve() not in path.resolve().parents:
-        raise ValueError(f"output path {path} would leave the output folder {root}")
-
-
 def _render(section: Section, record: Record, job: Job, cache: ResultCache, docs_dir: Path,
             model_slug: str, dpi: int) -> dict[str, FigureRef]:
-    """Draw and write the record's figures unless a stamp says they exist for this key and dpi."""
-    stamp_name = f"figures-{dpi}"
+    """Draw and write the record's figures unless a stamp says they exist for this key, dpi and place.
+
+    The stamp is per output place (model and image slug): two images with identical bytes share
+    the cached result but each gets its own figures.
+    """
+    stamp_name = f"figures-{dpi}-{model_slug}-{record.image}"
     stamped = cache.has_stamp(job.key, stamp_name)
     refs: dict[str, FigureRef] = {}
     if stamped:
