@@ -8,6 +8,7 @@ Checkpoints are only ever read by safetensors or ``torch.load(weights_only=True)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pickle
@@ -78,7 +79,9 @@ def state_dict_sha256(module: torch.nn.Module) -> str:
 
 def _create(config: ModelConfig, **kwargs) -> torch.nn.Module:
     extra = {"num_classes": config.num_classes} if config.num_classes is not None else {}
-    if config.labels != "auto" and config.num_classes is None:
+    if config.labels != "auto" and config.num_classes is None and not kwargs.get("pretrained"):
+        # A random head is sized by the labels; pretrained heads keep their size, and a label
+        # list that does not fit them is an error (resolve_class_names), never a new random head.
         extra["num_classes"] = len(config.labels)
     try:
         return timm.create_model(config.arch, **extra, **kwargs)
@@ -112,10 +115,7 @@ def load_model(config: ModelConfig, device: torch.device | str = "cpu") -> Loade
     Raises:
         WeightsError: unknown architecture, unreachable hub, missing or mismatching checkpoint.
     """
-    if config.arch not in timm.list_models():
-        close = timm.list_models(f"*{config.arch.split('_')[0]}*")[:5]
-        raise WeightsError(f"model {config.name!r}: unknown timm architecture {config.arch!r}"
-                           + (f" (similar: {', '.join(close)})" if close else ""))
+    check_architecture(config)
     kind, arg = config.weights_kind, config.weights_arg
     if kind == "random":
         torch.manual_seed(int(arg))
@@ -168,19 +168,101 @@ def model_structure(module: torch.nn.Module, family: Family) -> str:
             f"{'-'.join(map(str, heads))} heads, window {tuple(module.layers[0].blocks[0].window_size)}")
 
 
+def check_architecture(config: ModelConfig) -> None:
+    """Accept a timm architecture, optionally with a pretrained tag (``name.tag``); raise otherwise."""
+    base, _, tag = config.arch.partition(".")
+    if base not in timm.list_models():
+        close = timm.list_models(f"*{base.split('_')[0]}*")[:5]
+        raise WeightsError(f"model {config.name!r}: unknown timm architecture {base!r}"
+                           + (f" (similar: {', '.join(close)})" if close else ""))
+    if tag and config.arch not in timm.list_models(pretrained=True):
+        tags = [name.partition(".")[2] for name in timm.list_models(f"{base}.*", pretrained=True)]
+        raise WeightsError(f"model {config.name!r}: {base} has no pretrained tag {tag!r}"
+                           + (f" (timm knows: {', '.join(tags)})" if tags else " (timm knows no tags for it)"))
+
+
+#: Seconds the hub reachability probe may take in all (DNS, connect, answer).
+HUB_PROBE_SECONDS = 6.0
+
+
+@functools.lru_cache(maxsize=None)
+def hub_unreachable(endpoint: str) -> str | None:
+    """Why the hub at ``endpoint`` cannot be reached (one quick HEAD request), or None when it answers.
+
+    Asked once per process and endpoint, within :data:`HUB_PROBE_SECONDS`, so that a machine
+    without a network fails every hub model at once instead of retrying each file for minutes.
+    Proxies set in the environment are honoured (``requests`` reads them).
+    """
+    import threading
+
+    import requests
+
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            requests.head(endpoint, timeout=(HUB_PROBE_SECONDS / 2, HUB_PROBE_SECONDS / 2), allow_redirects=False)
+            outcome.append(None)  # any HTTP answer means the hub is reachable
+        except requests.RequestException as exc:
+            reason = "name resolution failed" if "NameResolution" in str(exc) else type(exc).__name__
+            outcome.append(f"{reason} for {endpoint}")
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(HUB_PROBE_SECONDS)
+    return outcome[0] if outcome else f"no answer within {HUB_PROBE_SECONDS:.0f} s"
+
+
+def hub_files(arch: str) -> tuple[str, list[str]]:
+    """The hub repository and the file names timm would fetch for ``arch`` (``name`` or ``name.tag``)."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch)
+    if cfg is None or not cfg.hf_hub_id:
+        raise WeightsError(f"{arch} has no weights on the Hugging Face hub in timm's registry")
+    filename = cfg.hf_hub_filename or "pytorch_model.bin"
+    names = [filename]
+    if filename.endswith((".bin", ".pth")):  # timm tries the safetensors twin first
+        names.insert(0, "model.safetensors" if filename == "pytorch_model.bin" else filename.rsplit(".", 1)[0] + ".safetensors")
+    return cfg.hf_hub_id, names
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _download_hint(config: ModelConfig) -> str:
+    try:
+        repo, names = hub_files(config.arch)
+        where = f"https://huggingface.co/{repo}/resolve/main/{names[0]}"
+    except WeightsError:
+        where = f"the weights of {config.arch}"
+    return (f'Download {where} where the hub is reachable and set weights = "file:/path/to/{config.arch}.safetensors" '
+            "for this model in the config.")
+
+
 def _load_from_hub(config: ModelConfig) -> torch.nn.Module:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    """timm's pretrained path; without a reachable hub, timm's own cached file through the same path."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    why = "HF_HUB_OFFLINE is set" if _hub_offline() else hub_unreachable(constants.ENDPOINT)
+    if why is not None:
+        repo, names = hub_files(config.arch)
+        for name in names:
+            cached = try_to_load_from_cache(repo, name)
+            if isinstance(cached, str) and Path(cached).is_file():
+                return _create(config, pretrained=True, pretrained_cfg_overlay={"file": cached})
+        raise WeightsError(
+            f"model {config.name!r}: the Hugging Face hub cannot be reached ({why}) and {repo}/{names[0]} is "
+            f"not in the local cache. {_download_hint(config)}")
     try:
         return _create(config, pretrained=True)
     except WeightsError:
         raise
     except Exception as exc:  # huggingface_hub raises several unrelated types (OSError, HTTP, offline)
-        why = "HF_HUB_OFFLINE is set and the weights are not in the local cache" if offline else (
-            f"{type(exc).__name__}: {_first_lines(str(exc), 2)}")
         raise WeightsError(
-            f"model {config.name!r}: could not load hub weights for {config.arch} ({why}). "
-            f'Download them where the hub is reachable and set weights = "file:/path/to/{config.arch}.safetensors" '
-            "for this model in the config."
+            f"model {config.name!r}: could not load hub weights for {config.arch} "
+            f"({type(exc).__name__}: {_first_lines(str(exc), 2)}). {_download_hint(config)}"
         ) from exc
 
 
