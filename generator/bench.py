@@ -285,6 +285,57 @@ def bench_memory(quick: bool, workdir: Path) -> dict:
     return {"name": "peak memory of LIME and probe feature extraction", **out}
 
 
+_CHILD_PEAK = """
+import resource, subprocess, sys
+proc = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+if proc.returncode != 0:
+    sys.exit(proc.stdout[-2000:] + proc.stderr[-2000:])
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)  # KiB → MiB, the build's own peak
+"""
+
+
+def bench_large_images(quick: bool, workdir: Path) -> dict:
+    """Peak RSS of a build over 1 and over 4 large images (9000×9000, under Pillow's bomb guard).
+
+    Large images are decoded when needed and never all held at once, so the peak should not grow
+    with their number (goal: 4 images ≤ 1.15× the peak of 1). Each point is one cold build in a
+    fresh process tree (its peak is that build's alone), with the heads section on the embedded ViT.
+    """
+    from PIL import Image
+
+    side = 3000 if quick else 9000
+    pattern = np.zeros((side, side, 3), np.uint8)
+    pattern[::9] = 180
+    points = []
+    for count in (1, 4):
+        folder = workdir / f"large-{count}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            pattern[:, i] = 255  # distinct bytes per image
+            Image.fromarray(pattern).save(folder / f"large{i}.png", compress_level=1)
+        config = workdir / f"large-{count}.toml"
+        config.write_text(
+            f'title = "large"\nimages = "{folder}"\noutput = "{workdir / f"large-{count}-out"}"\n'
+            f'site_dir = "{workdir / f"large-{count}-site"}"\n'
+            f'[[models]]\nname = "ViT"\narch = "vit_fmnist_patch4_28"\n'
+            f'weights = "file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors"\n'
+            + "".join(f"[sections.{s}]\nenabled = false\n"
+                      for s in ("rollout", "swin", "lime", "perturb", "probe", "faithfulness")))
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", _CHILD_PEAK, sys.executable, "-m", "generator", "build",
+                               "--config", str(config), "--quiet", "--no-site"], capture_output=True, text=True, cwd=ROOT)
+        if proc.returncode != 0:
+            raise RuntimeError(f"large-image build failed: {proc.stderr[-2000:]}")
+        points.append({"images": count, "peak_mib": float(proc.stdout.strip().splitlines()[-1]),
+                       "wall_s": time.perf_counter() - start})
+    ratio = points[1]["peak_mib"] / points[0]["peak_mib"]
+    one_image_mib = side * side * 3 / 2**20
+    print(f"large images ({side}×{side}, {one_image_mib:.0f} MiB decoded each): peak RSS "
+          + ", ".join(f"{p['images']} → {p['peak_mib']:.0f} MiB" for p in points) + f"; ratio {ratio:.2f}×", flush=True)
+    return {"name": "peak memory of a build with large images", "side_px": side, "decoded_mib_each": one_image_mib,
+            "points": points, "ratio_4_vs_1": ratio, "goal": "≤ 1.15×", "met": ratio <= 1.15}
+
+
 def bench_probe(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     import timm
     from timm.data import create_transform, resolve_model_data_config
@@ -467,6 +518,7 @@ def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json") -> di
         results["scaling"] = bench_scaling(quick, work)
         print(json.dumps(results["scaling"], indent=1), flush=True)
         results["memory"] = bench_memory(quick, work)
+        results["large_images"] = bench_large_images(quick, work)
         results["batch_sizes"] = bench_batch_sizes(quick, repeats)
         results["floor"] = bench_floor(quick, repeats)
         print(json.dumps(results["floor"], indent=1), flush=True)
