@@ -31,10 +31,10 @@ figures: $(STAMP)
 	$(PY) -m generator figures --config $(CONFIG) --dpi $(or $(DPI),300) --out figures-export
 
 bench: $(STAMP)
-	$(PY) -m generator.bench $(if $(QUICK),--quick,)
+	$(PY) -m generator.devtools.bench $(if $(QUICK),--quick,)
 
 bench-quick: $(STAMP)
-	$(PY) -m generator.bench --quick
+	$(PY) -m generator.devtools.bench --quick
 
 clean-cache: $(STAMP)
 	$(PY) -m generator clean-cache --config $(CONFIG)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -40,3 +41,17 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         return False
     atomic_write_bytes(path, data)
     return True
+
+
+#: errno values that mean "the output cannot be written at all": a build stops with one message.
+WRITE_FAULTS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT}
+
+
+def write_fault(exc: BaseException) -> OSError | None:
+    """The OSError behind ``exc`` when it says the output cannot be written, else None."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in WRITE_FAULTS:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+

@@ -57,9 +57,11 @@ def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, j
 
 
 def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only: str | None) -> None:
-    from .pipeline import FailFast, OutputWriteError, run, summary_lines, write_fault
+    from .atomic import write_fault
+    from .builder import build as build_gallery
+    from .report import summary_lines
+    from .runner import FailFast, OutputWriteError
     from .sections import SECTIONS
-    from .site import SiteBuildError, build_site, write_mkdocs_config, write_pages
 
     overrides = {"run.device": device} if device else {}
     if only is not None:
@@ -75,10 +77,8 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
             sys.exit(2)
     command = "vit-gallery " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
-        result = run(config, use_cache=not no_cache, fail_fast=fail_fast, progress=not quiet, command=command,
-                     jobs=jobs, log=lambda m: click.echo(m, err=True))
-        write_pages(result)
-        mkdocs_config = write_mkdocs_config(result)
+        outcome = build_gallery(config, use_cache=not no_cache, fail_fast=fail_fast, jobs=jobs, site=not no_site,
+                                progress=not quiet, command=command, log=lambda m: click.echo(m, err=True))
     except FailFast as exc:
         click.echo(f"stopped at the first failure (--fail-fast): {exc}", err=True)
         sys.exit(1)
@@ -86,23 +86,19 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
         if isinstance(exc, OSError) and write_fault(exc) is None:
             raise
         _stop_on_write_fault(exc)
-    site_failed = False
-    if not no_site:
-        try:
-            build_site(mkdocs_config, config.site_dir)
-        except SiteBuildError as exc:
-            click.echo(str(exc), err=True)
-            site_failed = True
-    for line in summary_lines(result):
+    if outcome.site_error:
+        click.echo(outcome.site_error, err=True)
+    for line in summary_lines(outcome.run):
         click.echo(line)
-    if not no_site and not site_failed:
-        click.echo(f"site: {config.site_dir}")
-    sys.exit(1 if (result.failures or site_failed) else 0)
+    if outcome.site_dir is not None:
+        click.echo(f"site: {outcome.site_dir}")
+    sys.exit(outcome.exit_code)
 
 
 def _stop_on_write_fault(exc: BaseException) -> None:
     """One clear message and what the run had done, then exit 1 (no traceback)."""
-    from .pipeline import summary_lines, write_fault
+    from .atomic import write_fault
+    from .report import summary_lines
 
     fault = write_fault(exc)
     message = str(exc) if fault is None or str(exc) != str(fault) else f"cannot write {fault.filename}: {fault.strerror}"
@@ -140,15 +136,11 @@ def _register_section_commands() -> None:
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes that draw.")
 def figures(config_path: Path, dpi: int, out_dir: Path, jobs: int) -> None:
     """Export only the figures (PNG at --dpi, and PDF) into a folder, from cached results where possible."""
-    import dataclasses
-
-    from .pipeline import run
-
-    from .pipeline import OutputWriteError
+    from .builder import export_figures
+    from .runner import OutputWriteError
     from .safepaths import folder_problem
 
     config = _load_config_or_exit(config_path, {})
-    config = dataclasses.replace(config, run=dataclasses.replace(config.run, dpi=dpi))
     protected = {"the image folder": config.images}
     if config.source is not None:
         protected["the config file's folder"] = config.source.parent
@@ -157,13 +149,13 @@ def figures(config_path: Path, dpi: int, out_dir: Path, jobs: int) -> None:
         click.echo(f"error: [--out] {problem}", err=True)
         sys.exit(2)
     try:
-        result = run(config, docs_dir=out_dir.resolve(), jobs=jobs, progress=True,
-                     log=lambda m: click.echo(m, err=True))
+        result = export_figures(config, out_dir, dpi=dpi, jobs=jobs, progress=True,
+                                log=lambda m: click.echo(m, err=True))
     except OutputWriteError as exc:
         _stop_on_write_fault(exc)
     count = sum(len(r.figures) for r in result.results)
     click.echo(f"{count} figures (PNG at {dpi} dpi + PDF) in {out_dir / 'figures'}")
-    sys.exit(1 if result.failures else 0)
+    sys.exit(result.exit_code)
 
 
 @main.command("clean-cache")
@@ -196,7 +188,7 @@ def clean_cache(config_path: Path) -> None:
 def train_demo(model_kind, epochs, seed, threads, train_limit, data_dir, out_dir) -> None:
     """Train the embedded Fashion-MNIST ViT and/or Swin that the offline gallery ships."""
     from . import embedded
-    from .train_demo import FASHION_MNIST_DIR, DatasetMissingError, TrainSettings, save, train
+    from .devtools.train_demo import FASHION_MNIST_DIR, DatasetMissingError, TrainSettings, save, train
 
     names = {"vit": [embedded.VIT_NAME], "swin": [embedded.SWIN_NAME]}.get(
         model_kind, [embedded.VIT_NAME, embedded.SWIN_NAME]

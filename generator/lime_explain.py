@@ -26,7 +26,7 @@ from lime import lime_base, lime_image
 from lime.wrappers.scikit_image import SegmentationAlgorithm
 from timm.data import resolve_model_data_config
 
-from .config import LIME_SEGMENTATIONS
+from .segmentations import LIME_SEGMENTATIONS
 from .regions import region_iou  # noqa: F401  (part of this module's API)
 
 __all__ = [

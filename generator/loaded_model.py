@@ -1,38 +1,29 @@
-"""What the pipeline knows about a model before (and without) its weights: importable without torch.
+"""The runtime model: an identity (:mod:`generator.identity`) plus its module, device, FLOPs and batch size.
 
-A :class:`LoadedModel` carries everything cache keys and pages need (family, data config,
-class names, weights hash, structure). Its ``module`` is loaded on first use. :func:`open_model`
-serves that identity from a small memo when the weights file is unchanged, so a build whose
-results are all cached never imports torch or timm nor reads the weights.
+A :class:`LoadedModel` answers everything cache keys and pages need from its identity, without
+torch. Its ``module`` is loaded on first use, so a build whose results are all cached never
+imports torch or timm. :func:`open_model` serves the identity from the memo when the weights
+file is unchanged; :func:`load_model` loads the weights at once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import cached_property
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from . import __version__
-from .atomic import atomic_write_text
-from .cache import cache_key, canonical_json
-from .config import ModelConfig
+from .settings import ModelConfig
+from .identity import Family, ModelIdentity, WeightsError, identity_key, write_memo
+from .identity import read_memo as read_identity_memo
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["Family", "LoadedModel", "WeightsError", "auto_batch_size", "identity_key", "open_model"]
-
-Family = Literal["vit", "swin"]
-
-
-class WeightsError(RuntimeError):
-    """Weights could not be obtained or do not fit the architecture."""
+__all__ = ["ACCELERATOR_BATCH", "Family", "LoadedModel", "WeightsError", "auto_batch_size", "environment_threads",
+           "load_model", "open_model"]
 
 
 @dataclass(eq=False)
@@ -41,37 +32,25 @@ class LoadedModel:
 
     Attributes:
         config: the model's config entry.
-        family: "vit" or "swin".
-        data_config: timm's resolved data config (input_size, mean, std, interpolation, crop).
-        class_names: one name per output class.
-        weights_sha256: SHA-256 over the state dict (names, dtypes, shapes, bytes).
-        source: a human description of where the weights came from.
-        random_weights: True for ``random:SEED``; every page and figure says so.
-        structure: blocks, heads and grid in words (for the pages).
+        identity: what is known without running it (family, data config, classes, weights hash …).
         device_spec: "auto" | "cpu" | "cuda" | "mps" or a torch.device.
         module: the timm model, in eval mode, on ``device``; loaded on first use.
     """
 
     config: ModelConfig
-    family: Family
-    data_config: dict
-    class_names: tuple[str, ...]
-    weights_sha256: str
-    source: str
-    random_weights: bool
-    structure: str
+    identity: ModelIdentity
     device_spec: Any = "cpu"
     _module: Any = field(default=None, repr=False)
 
     @property
     def module(self) -> torch.nn.Module:
         if self._module is None:
-            from .models import load_model
+            from .models import load_module
 
-            fresh = load_model(self.config, self.device)
-            if fresh.weights_sha256 != self.weights_sha256:
+            module, identity = load_module(self.config, self.device)
+            if identity.weights_sha256 != self.identity.weights_sha256:
                 raise WeightsError(f"model {self.name!r}: its weights changed while this build ran; run it again")
-            self._module = fresh._module
+            self._module = module
         return self._module
 
     @cached_property
@@ -79,6 +58,15 @@ class LoadedModel:
         from .models import resolve_device
 
         return resolve_device(self.device_spec) if isinstance(self.device_spec, str) else self.device_spec
+
+    # identity, by name
+    family = property(lambda self: self.identity.family)
+    data_config = property(lambda self: self.identity.data_config)
+    class_names = property(lambda self: self.identity.class_names)
+    weights_sha256 = property(lambda self: self.identity.weights_sha256)
+    source = property(lambda self: self.identity.source)
+    random_weights = property(lambda self: self.identity.random_weights)
+    structure = property(lambda self: self.identity.structure)
 
     @property
     def name(self) -> str:
@@ -126,76 +114,34 @@ def auto_batch_size(flops_per_image: float, device: Any = "cpu") -> int:
     return int(min(high, max(low, 2 ** math.floor(math.log2(max(1.0, CPU_BATCH_FLOPS / flops_per_image))))))
 
 
-# ------------------------------------------------------------------------------ identity memo
+def load_model(config: ModelConfig, device: Any = "cpu") -> LoadedModel:
+    """Build ``config``'s model with its weights, in eval mode, on ``device``.
 
-
-def _package(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "not installed"
-
-
-def identity_key(config: ModelConfig) -> str | None:
-    """What the model's identity depends on, hashed; None when it cannot be known without loading.
-
-    ``file:`` weights are identified by their path, size, inode and mtime (a changed file loads
-    again); ``random:`` by the seed. Hub weights can change under the same name: always loaded.
+    Raises:
+        WeightsError: unknown architecture, unreachable hub, missing or mismatching checkpoint.
     """
-    if config.weights_kind == "file":
-        path = Path(config.weights_arg)
-        try:
-            stat = path.stat()
-        except OSError:
-            return None
-        weights: Any = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                        "inode": stat.st_ino}
-    elif config.weights_kind == "random":
-        weights = {"seed": config.weights_arg}
-    else:
-        return None
-    return cache_key(kind="model-identity", generator=__version__, config=asdict(config), weights=weights,
-                     torch=_package("torch"), timm=_package("timm"))
+    from .models import load_module, resolve_device
 
-
-_IDENTITY_FIELDS = ("family", "data_config", "class_names", "weights_sha256", "source", "random_weights", "structure")
-
-
-def _tuples(value: Any) -> Any:
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+    device = resolve_device(device) if isinstance(device, str) else device
+    module, identity = load_module(config, device)
+    return LoadedModel(config=config, identity=identity, device_spec=device, _module=module)
 
 
 def open_model(config: ModelConfig, device: Any, memo_dir: Path | None, read_memo: bool = True) -> LoadedModel:
     """The model's identity from the memo when it is there, current and intact, else the model itself.
-
-    The memo carries a SHA-256 of its content: a memo that was edited or damaged is discarded,
-    and the model is loaded and the memo written again.
 
     With ``memo_dir`` None no memo is read or written; with ``read_memo`` False the model is
     loaded and its memo written afresh (``--no-cache``).
     """
     key = identity_key(config) if memo_dir is not None else None
     memo = memo_dir / f"{key}.json" if key else None
-    if read_memo and memo is not None and memo.is_file():
-        try:
-            envelope = json.loads(memo.read_text(encoding="utf-8"))
-            saved = envelope["identity"]
-            if envelope["sha256"] != hashlib.sha256(canonical_json(saved).encode("utf-8")).hexdigest():
-                raise ValueError("memo content does not match its hash")  # tampered or damaged: rebuilt below
-            fields = {name: saved[name] for name in _IDENTITY_FIELDS}
-            fields["data_config"] = {k: _tuples(v) for k, v in fields["data_config"].items()}
-            fields["class_names"] = tuple(fields["class_names"])
-            return LoadedModel(config=config, device_spec=device, **fields)
-        except (ValueError, KeyError, TypeError, OSError):
-            memo.unlink(missing_ok=True)  # unreadable: load and write it again
-    from .models import load_model
-
+    if read_memo and memo is not None:
+        identity = read_identity_memo(memo)
+        if identity is not None:
+            return LoadedModel(config=config, identity=identity, device_spec=device)
     model = load_model(config, device)
     if memo is not None:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        identity = json.loads(canonical_json({name: getattr(model, name) for name in _IDENTITY_FIELDS}))
-        digest = hashlib.sha256(canonical_json(identity).encode("utf-8")).hexdigest()
-        atomic_write_text(memo, canonical_json({"identity": identity, "sha256": digest}))
+        write_memo(memo, model.identity)
     return model
 
 

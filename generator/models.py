@@ -13,6 +13,7 @@ import hashlib
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import timm
@@ -22,11 +23,11 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.vision_transformer import VisionTransformer
 
 from . import embedded  # noqa: F401  (registers the embedded models with timm)
-from .config import ModelConfig
-from .loaded_model import ACCELERATOR_BATCH, Family, LoadedModel, WeightsError, auto_batch_size
+from .settings import ModelConfig
+from .identity import Family, ModelIdentity, WeightsError
 
-__all__ = ["ACCELERATOR_BATCH", "Family", "LoadedModel", "WeightsError", "auto_batch_size", "forward_flops",
-           "load_model", "model_structure", "preprocess", "resolve_device", "state_dict_sha256"]
+__all__ = ["Family", "WeightsError", "forward_flops", "load_module", "model_structure", "preprocess",
+           "resolve_device", "state_dict_sha256"]
 
 def forward_flops(module: torch.nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> int:
     """FLOPs of one forward pass of a single (1, 3, H, W) image, attention matmuls included."""
@@ -109,8 +110,8 @@ def _first_lines(text: str, n: int = 4) -> str:
     return "\n".join(lines[:n]) + (f"\n… ({len(lines) - n} more lines)" if len(lines) > n else "")
 
 
-def load_model(config: ModelConfig, device: torch.device | str = "cpu") -> LoadedModel:
-    """Build ``config``'s model with its weights, in eval mode.
+def load_module(config: ModelConfig, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, ModelIdentity]:
+    """Build ``config``'s model with its weights, in eval mode, on ``device``; return it and its identity.
 
     Raises:
         WeightsError: unknown architecture, unreachable hub, missing or mismatching checkpoint.
@@ -143,8 +144,7 @@ def load_model(config: ModelConfig, device: torch.device | str = "cpu") -> Loade
     module.to(device)
     data_config = resolve_model_data_config(module)
     class_names = resolve_class_names(config, module)
-    return LoadedModel(
-        config=config,
+    return module, ModelIdentity(
         family=family,
         data_config=data_config,
         class_names=class_names,
@@ -152,8 +152,7 @@ def load_model(config: ModelConfig, device: torch.device | str = "cpu") -> Loade
         source=source,
         random_weights=kind == "random",
         structure=model_structure(module, family),
-        device_spec=device,
-        _module=module,
+        pretrained_tag=str(module.pretrained_cfg.get("tag") or ""),
     )
 
 
@@ -294,7 +293,7 @@ def resolve_class_names(config: ModelConfig, module: torch.nn.Module) -> tuple[s
     return tuple(f"class {i}" for i in range(num_classes))
 
 
-def preprocess(model: LoadedModel, rgb: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
+def preprocess(model: Any, rgb: np.ndarray) -> tuple[np.ndarray, torch.Tensor]:
     """Apply the model's own eval transform (timm's resolved data config).
 
     Args:

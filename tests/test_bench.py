@@ -9,7 +9,7 @@ import sys
 
 def test_bench_quick_writes_valid_json(tmp_path):
     out = tmp_path / "results.json"
-    proc = subprocess.run([sys.executable, "-m", "generator.bench", "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "generator.devtools.bench", "--quick", "--out", str(out)],
                           capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())

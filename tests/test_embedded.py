@@ -15,8 +15,9 @@ import pytest
 
 from generator.config import ModelConfig, load_config
 from generator.embedded import FASHION_MNIST_CLASSES, SWIN_NAME, VIT_NAME, WEIGHTS_DIR
-from generator.models import WeightsError, load_model
-from generator.train_demo import evaluate
+from generator.loaded_model import load_model
+from generator.models import WeightsError
+from generator.devtools.train_demo import evaluate
 
 from .conftest import ROOT
 

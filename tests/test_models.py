@@ -14,7 +14,8 @@ from safetensors.torch import save_file
 from timm.data import create_transform
 
 from generator.config import ModelConfig
-from generator.models import WeightsError, load_model, preprocess, state_dict_sha256
+from generator.loaded_model import load_model
+from generator.models import WeightsError, preprocess, state_dict_sha256
 
 
 def state_of(arch: str, seed: int) -> dict[str, torch.Tensor]:
@@ -133,7 +134,8 @@ def test_results_match_between_float_paths_on_cpu():
 
 
 def test_auto_batch_size_follows_the_measured_rule():
-    from generator.models import auto_batch_size, forward_flops
+    from generator.loaded_model import auto_batch_size
+    from generator.models import forward_flops
 
     model = load_model(ModelConfig(name="v", arch="vit_fmnist_patch4_28", weights="random:0"), device="cpu")
     # FLOP counter against a hand count of the embedded ViT's matmuls (patch embed, qkv, attention, proj, MLP, head)

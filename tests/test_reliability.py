@@ -150,7 +150,8 @@ def test_determinism_and_cache_hits(tmp_path):
 
 
 def test_outputs_cannot_escape_the_output_folder(tmp_path):
-    from generator.pipeline import ensure_inside, figure_stem
+    from generator.figures import figure_stem
+    from generator.safepaths import ensure_inside
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -181,7 +182,7 @@ def test_symlinked_images_are_not_followed(tmp_path):
 
 
 def test_build_with_local_models_makes_no_network_call(tiny_gallery, monkeypatch):
-    from generator.pipeline import run
+    from generator.runner import run
 
     attempts = []
     real_connect = socket.socket.connect

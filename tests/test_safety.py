@@ -250,7 +250,7 @@ def test_slugs_are_unique_against_names_that_look_hashed():
 
 
 def test_model_name_with_a_slash_keeps_its_whole_name():
-    from generator.pipeline import model_slugs
+    from generator.plan import model_slugs
     from generator.config import parse_config
 
     images = Path(__file__).resolve().parent.parent / "images" / "fashion"

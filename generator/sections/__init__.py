@@ -6,12 +6,13 @@ from .base import ModelInput, Section
 from .faithfulness import FaithfulnessSection
 from .heads import HeadsSection
 from .lime import LimeSection
+from .maps import MapsSection
 from .perturb import PerturbSection
 from .probe import ProbeSection
 from .rollout import RolloutSection
 from .swin import SwinSection
 
-SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection, PerturbSection, ProbeSection,
-                                         FaithfulnessSection)
+SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection, MapsSection,
+                                         PerturbSection, ProbeSection, FaithfulnessSection)
 
 __all__ = ["SECTIONS", "ModelInput", "Section"]

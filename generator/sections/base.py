@@ -9,32 +9,20 @@ render module, one template, and one entry in :data:`generator.sections.SECTIONS
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
 
 from ..cache import Record
-from ..config import GalleryConfig
+from ..inputs import ModelInput
 from ..images import ImageItem
 from ..loaded_model import LoadedModel
+from ..settings import SectionSettings
 
 if TYPE_CHECKING:  # section modules import torch, compute and render code inside their methods,
-    import torch  # so that a build whose results are all cached never loads them
     from matplotlib.figure import Figure
 
-
-@dataclass
-class ModelInput:
-    """One image prepared for one model.
-
-    Attributes:
-        view: (h, w, 3) uint8, the resized/cropped image the model sees.
-        x: (3, h, w) float32, normalised with the model's data config.
-    """
-
-    view: np.ndarray
-    x: torch.Tensor
+    from ..settings import GalleryConfig
 
 
 class Section(ABC):
@@ -56,15 +44,36 @@ class Section(ABC):
     per_image: ClassVar[bool] = True
     #: Record arrays kept with the job result for cross-model page extras (e.g. LIME's IoU table).
     summary_arrays: ClassVar[tuple[str, ...]] = ()
+    #: This section's settings: its ``[sections.<name>]`` table, declared next to the section.
+    Settings: ClassVar[type[SectionSettings]] = SectionSettings
 
     def __init__(self, config: GalleryConfig):
         self.config = config
         self.use_cache = True
+        #: Relevance maps by content (a :class:`generator.relevance.RelevanceStore`), set by the runner;
+        #: sections that compare maps read them through it.
+        self.store: Any = None
+
+    def relevance_store(self) -> Any:
+        """The build's relevance-map store, or a private in-memory one when none was given."""
+        if self.store is None:
+            from ..relevance import RelevanceStore
+
+            self.store = RelevanceStore(None)
+        return self.store
 
     @property
     def settings(self) -> Any:
         """This section's typed config table."""
         return getattr(self.config.sections, self.name)
+
+    @classmethod
+    def check_config(cls, config: GalleryConfig, source: Path | None) -> None:
+        """Checks of this section's settings that need the rest of the config (files, folders).
+
+        Raises:
+            ConfigError: naming the dotted key.
+        """
 
     def enabled(self) -> bool:
         return bool(self.settings.enabled)
@@ -98,7 +107,7 @@ class Section(ABC):
 
     def params(self) -> dict[str, Any]:
         """Everything that changes this section's result; part of the cache key."""
-        values = asdict(self.settings)
+        values = self.settings.model_dump()
         values.pop("enabled", None)
         return {"section_version": self.version, **values}
 

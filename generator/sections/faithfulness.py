@@ -3,14 +3,17 @@ with the model-randomisation sanity check."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, field_validator
 
 from ..cache import Record
 from ..images import ImageItem
 from ..loaded_model import LoadedModel
+from ..settings import BatchSize, Float, Int, SectionSettings
+from ..relevance import map_specs, with_module
 from .base import ModelInput, Section
 
 if TYPE_CHECKING:
@@ -18,60 +21,44 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+Baseline = Literal["mean", "blur", "zero"]
+
+
+class FaithfulnessSettings(SectionSettings):
+    """Deletion/insertion scores of every registered relevance map, a random baseline, and the randomisation
+    sanity check."""
+
+    #: Cells per side of the grid that deletion and insertion work on (maps are area-resampled to it).
+    grid: Int = Field(default=14, ge=2)
+    #: Cells removed or revealed per step.
+    step: Int = Field(default=4, ge=1)
+    deletion_baseline: Baseline = "mean"
+    insertion_baseline: Baseline = "blur"
+    blur_sigma: Float = Field(default=5.0, gt=0)
+    #: Images per forward pass along the curves; "auto" as in [sections.lime].
+    batch_size: BatchSize = "auto"
+    random_seeds: tuple[Int, ...] = Field(default=(0, 1, 2), min_length=1)
+    #: Blocks re-initialised (from the top) for the sanity check, besides the classifier head.
+    randomise_blocks: Int = Field(default=2, ge=0)
+    #: A method whose map keeps a rank correlation at or above this (in absolute value) after
+    #: randomisation is flagged.
+    flag_correlation: Float = Field(default=0.5, gt=0, le=1)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError(f"must be ≥ 1, got {value}")
+        return value
+
+
 class FaithfulnessSection(Section):
+    Settings = FaithfulnessSettings
     name = "faithfulness"
     title = "Faithfulness: deletion and insertion"
     families = ("vit", "swin")
     template = "sections/faithfulness.md.j2"
     chapter = ("faithfulness", "Which explanation is faithful?", "chapters/faithfulness_intro.md.j2")
-
-    # ------------------------------------------------------------------ maps
-
-    def maps(self, module: torch.nn.Module, family: str, inputs: ModelInput, target: int,
-             lime_batch: int) -> dict[str, np.ndarray]:
-        """Every map the gallery makes for this model, for class ``target``: name → 2-D relevance."""
-        import torch
-
-        from ..attention import vit_attention, vit_attention_gradients, vit_token_layout
-        from ..lime_explain import explain_image, weight_map
-        from ..rollout import attention_rollout, gradient_rollout, rollout_mask
-        from ..swin import full_attention_from_windows, swin_rollout, window_attention
-
-        x = inputs.x[None].to(next(module.parameters()).device)
-        out: dict[str, np.ndarray] = {}
-        rollout = self.config.sections.rollout
-        if family == "vit":
-            layout = vit_token_layout(module)
-            cls, prefix = layout.prefix_names.index("CLS"), layout.num_prefix_tokens
-            with torch.inference_mode():
-                _, attn = vit_attention(module, x)
-            attn = attn.double()
-            for fusion in rollout.fusions:
-                r = attention_rollout(attn, head_fusion=fusion, discard_ratio=rollout.discard_ratios[0],
-                                      start_block=rollout.start_block, normalize=rollout.normalize, keep_index=cls)
-                out[f"rollout ({fusion})"] = rollout_mask(r, layout.grid, prefix, query=cls)[0].numpy()
-            _, used, grads = vit_attention_gradients(module, x, torch.tensor([target]))
-            weighted = gradient_rollout(used.double(), grads.double(), start_block=rollout.gradient_start_block)
-            out["gradient rollout"] = rollout_mask(weighted, layout.grid, prefix, query=cls)[0].numpy()
-            out["last-block CLS attention"] = attn[-1, 0, :, cls, prefix:].mean(0).reshape(layout.grid).numpy()
-        else:
-            swin = self.config.sections.swin
-            with torch.inference_mode():
-                _, attention, geometry = window_attention(module, x)
-            relevance, _ = swin_rollout(attention, geometry, head_fusion=swin.rollout_fusion,
-                                        discard_ratio=swin.rollout_discard_ratio, normalize=swin.rollout_normalize)
-            out["Swin rollout"] = relevance[0].numpy()
-            last = max(attention)
-            full = full_attention_from_windows(attention[last].double(), geometry[last])  # 1, heads, N, N
-            out["last-stage window attention"] = full[0].mean(0).mean(0).reshape(geometry[last].grid).numpy()
-        lime = self.config.sections.lime
-        explanation = explain_image(module, inputs.view, num_samples=self.settings.lime_samples,
-                                    num_features=lime.num_features, seed=lime.seed, batch_size=lime_batch,
-                                    hide_color=None if lime.hide_color == "mean" else tuple(lime.hide_color),
-                                    segmentation=lime.segmentation, segmentation_params=dict(lime.segmentation_params),
-                                    labels=(target,))
-        out["LIME"] = weight_map(explanation, target)
-        return out
 
     # ------------------------------------------------------------------ compute
 
@@ -85,6 +72,14 @@ class FaithfulnessSection(Section):
             return torch.zeros_like(x)
         sigma = self.settings.blur_sigma
         return torch.from_numpy(np.stack([gaussian_filter(c, sigma) for c in x.cpu().numpy()])).to(x)
+
+    def params(self) -> dict:
+        # the maps it scores: every enabled method's parameters (a changed method re-scores)
+        specs = map_specs(self.config)
+        return {**super().params(), "maps": {spec.id: spec.method.params() for spec in specs}}
+
+    def applies_to(self, model: LoadedModel) -> bool:
+        return super().applies_to(model) and bool(map_specs(self.config, model))
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
@@ -100,10 +95,13 @@ class FaithfulnessSection(Section):
                 return module(batch).float().softmax(-1)
 
         target = int(predict(x[None]).argmax())
-        lime_batch = model.batch_size(self.config.sections.lime.batch_size)
-        maps = self.maps(module, model.family, inputs, target, lime_batch)
-        randomised = randomise_top(module, blocks=s.randomise_blocks, seed=0)
-        random_maps = self.maps(randomised, model.family, inputs, target, lime_batch)
+        specs = map_specs(self.config, model)
+        store = self.relevance_store()
+        maps = {spec.title: store.get(spec, model, image, inputs, target).values for spec in specs}
+        randomised = with_module(model, randomise_top(module, blocks=s.randomise_blocks, seed=0))
+        how = f"top {s.randomise_blocks} blocks and head re-initialised, seed 0"
+        random_maps = {spec.title: store.get(spec, randomised, image, inputs, target, randomised=how).values
+                       for spec in specs}
         grid = (s.grid, s.grid)
         batch = model.batch_size(s.batch_size)
         deletion_base, insertion_base = self.baseline(x, s.deletion_baseline), self.baseline(x, s.insertion_baseline)
@@ -114,7 +112,7 @@ class FaithfulnessSection(Section):
             fi, pi = perturbation_curve(predict, x, insertion_base, rel, target, "insertion", s.step, batch)
             rho = rank_correlation(rel, cell_relevance(random_maps[name], grid))
             rows.append({"method": name, "deletion_auc": round(auc(fd, pd_), 6), "insertion_auc": round(auc(fi, pi), 6),
-                         "randomisation_correlation": round(rho, 6), "flagged": bool(rho >= s.flag_correlation)})
+                         "randomisation_correlation": round(rho, 6), "flagged": bool(abs(rho) >= s.flag_correlation)})
             curves.append(np.stack([pd_, pi]))
             cells.append(rel)
         random = {"deletion": random_baseline(predict, x, deletion_base, grid, target, list(s.random_seeds), s.step,

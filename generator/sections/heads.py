@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal, Union
+
+from pydantic import Field, Strict
 
 from ..cache import Record
 from ..images import ImageItem
 from ..loaded_model import LoadedModel
+from ..settings import SectionSettings
 from .base import ModelInput, Section
 from .common import prediction_meta
 
@@ -14,7 +17,18 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+class HeadsSettings(SectionSettings):
+    """Per-head attention grids (the study's Figure 1), ViT family only."""
+
+    #: Which query token's attention is drawn: "cls", "mean" (mean over patch queries),
+    #: or an integer patch index (row-major over the patch grid).
+    query: Union[Literal["cls", "mean"], Annotated[int, Strict(), Field(ge=0)]] = "cls"
+    #: Colour scale shared per block row ("row") or stretched per panel ("panel").
+    scale: Literal["row", "panel"] = "row"
+
+
 class HeadsSection(Section):
+    Settings = HeadsSettings
     name = "heads"
     title = "Attention heads"
     families = ("vit",)

@@ -3,23 +3,64 @@
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+from pydantic import Field, Strict, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from ..cache import Record
 from ..images import ImageItem
 from ..loaded_model import LoadedModel
 from ..regions import region_iou
+from ..segmentations import segmentation_problem
+from ..settings import BatchSize, Bool, Float, Int, SectionSettings, Str
+from ..relevance import MethodSettings, RelevanceMap, RelevanceMethod, register_method
 from .base import ModelInput, Section
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+class LimeSettings(SectionSettings):
+    """LIME region explanations (the study's Figure 5), every model. Defaults follow lime's own."""
+
+    num_samples: Int = Field(default=1000, ge=2)
+    top_labels: Int = Field(default=2, ge=1)
+    num_features: Int = Field(default=5, ge=1)
+    #: Images per forward pass of the classifier function; "auto" picks by the model's FLOPs and device (see README).
+    batch_size: BatchSize = "auto"
+    segmentation: Literal["quickshift", "slic", "felzenszwalb"] = "quickshift"
+    #: Parameters over lime's defaults for the chosen segmentation (quickshift: kernel_size 4, max_dist 200, ratio 0.2).
+    segmentation_params: dict[Str, Union[Int, Float]] = {}
+    #: "mean" hides each superpixel with its mean colour (lime's default), or an [r, g, b] colour.
+    hide_color: Union[Literal["mean"], Annotated[tuple[Annotated[int, Strict(), Field(ge=0, le=255)], ...],
+                                                 Field(min_length=3, max_length=3)]] = "mean"
+    seed: Int = 0
+    show_negative: Bool = False
+    show_heatmap: Bool = True
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError(f"must be ≥ 1, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _segmentation_params_fit(self) -> "LimeSettings":
+        for name, value in self.segmentation_params.items():
+            problem = segmentation_problem(self.segmentation, name, value)
+            if problem:
+                raise PydanticCustomError("segmentation_param", "{key}: {problem}",
+                                          {"key": f"segmentation_params.{name}", "problem": problem})
+        return self
+
+
 class LimeSection(Section):
+    Settings = LimeSettings
     name = "lime"
     title = "LIME: which regions decide"
     families = ("vit", "swin")
@@ -97,3 +138,44 @@ def explanation_probs(explanation, model: LoadedModel, inputs: ModelInput) -> np
     from ..lime_explain import predict_fn
 
     return predict_fn(model.module, 1)(inputs.view[None])[0]
+
+
+# ------------------------------------------------------------------ relevance map owned by this section
+
+
+class LimeMethodSettings(MethodSettings):
+    """LIME as a relevance map: its own sample count (unset: as [sections.lime]); the rest follows [sections.lime]."""
+
+    num_samples: Annotated[int, Strict(), Field(ge=2)] | None = None
+
+
+@register_method
+class LimeMethod(RelevanceMethod):
+    """LIME's superpixel weights for the target class, painted on the pixels."""
+
+    name = "lime"
+    label = "LIME"
+    Settings = LimeMethodSettings
+    description = "LIME's weight of each superpixel for the class (segmentation as in the LIME section)"
+
+    @property
+    def num_samples(self) -> int:
+        return self.settings.num_samples or self.config.sections.lime.num_samples
+
+    def params(self) -> dict:
+        lime = self.config.sections.lime
+        return {**super().params(), "num_samples": self.num_samples, "num_features": lime.num_features, "seed": lime.seed,
+                "hide_color": lime.hide_color, "segmentation": lime.segmentation,
+                "segmentation_params": dict(lime.segmentation_params)}
+
+    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
+        from ..lime_explain import explain_image, weight_map
+
+        lime = self.config.sections.lime
+        explanation = explain_image(model.module, inputs.view, num_samples=self.num_samples,
+                                    num_features=lime.num_features, seed=lime.seed,
+                                    batch_size=model.batch_size(lime.batch_size),
+                                    hide_color=None if lime.hide_color == "mean" else tuple(lime.hide_color),
+                                    segmentation=lime.segmentation, segmentation_params=dict(lime.segmentation_params),
+                                    labels=(target,))
+        return RelevanceMap(weight_map(explanation, target))

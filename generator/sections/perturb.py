@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
+from pydantic import Field
 
 from ..cache import Record
 from ..images import ImageItem, load_image
 from ..loaded_model import LoadedModel
-from ..perturb import Variant, apply_variant, load_variants, parse_variants, prediction_table
+from ..perturb import EditError, Variant, apply_variant, load_variants, parse_variants, prediction_table
 from ..safepaths import PathError, confined
+from ..settings import ConfigError, Int, SectionSettings, Str
 from .base import ModelInput, Section
 
 if TYPE_CHECKING:
@@ -31,7 +33,30 @@ def _inside(root: Path, relative: str) -> Path | None:
         return None
 
 
+class PerturbSettings(SectionSettings):
+    """Location and size perturbations (the study's Figure 6 and Table I), every model."""
+
+    #: Classes listed per variant.
+    top_k: Int = Field(default=3, ge=1)
+    #: Variants declared here, by image file name: {"cat.png" = [{name = "...", edit = [{op = "move", ...}]}]}.
+    #: Files ``<image>.variants.toml`` and ``<image>.variants/*.png`` next to an image add more.
+    variants: dict[Str, Any] = {}
+
+
 class PerturbSection(Section):
+    Settings = PerturbSettings
+
+    @classmethod
+    def check_config(cls, config, source) -> None:
+        base = source.parent if source is not None else Path.cwd()
+        for file_name, declared in config.sections.perturb.variants.items():
+            key = f"sections.perturb.variants.{file_name}"
+            if not (config.images / file_name).is_file():
+                raise ConfigError(source, key, f"no image {file_name!r} in {config.images}")
+            try:
+                parse_variants(declared, "declaration", base)
+            except EditError as exc:
+                raise ConfigError(source, key, str(exc).removeprefix("declaration: ")) from None
     name = "perturb"
     title = "Location and size"
     families = ("vit", "swin")

@@ -7,12 +7,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, field_validator
 
 from ..cache import Record, cache_key
 from ..datasets import DATASET_SOURCES, DatasetError, discover_dataset, files_sha256, materialise_builtin
 from ..images import slugify
 from ..loaded_model import LoadedModel
-from ..safepaths import confined
+from ..safepaths import PathError, confined
+from ..settings import BatchSize, ConfigError, Float, Int, SectionSettings, Str
 from .base import Section
 
 if TYPE_CHECKING:
@@ -21,7 +23,49 @@ if TYPE_CHECKING:
     from ..finetune import ProbeSettings
 
 
+class ProbeSettings(SectionSettings):
+    """Linear-probe fine-tuning (the study's bonus chapter): frozen backbone, new head, every model × dataset."""
+
+    #: name → an ImageFolder-style folder inside ``data_root``, or a built-in: "sklearn:digits", "skimage:lfw_subset".
+    datasets: dict[Str, Str] = {"digits": "sklearn:digits", "faces": "skimage:lfw_subset"}
+    #: The folder dataset paths are relative to (itself relative to the config file); datasets stay inside it.
+    data_root: Path = Path(".")
+    epochs: Int = Field(default=10, ge=1)
+    lr: Float = Field(default=1e-3, gt=0)
+    weight_decay: Float = Field(default=1e-4, ge=0)
+    batch_size: Int = Field(default=64, ge=1)
+    seed: Int = 0
+    #: Seed of the train/val/test split for trees without fixed splits.
+    split_seed: Int = 0
+    #: Images per forward pass when extracting features; "auto" as in [sections.lime].
+    feature_batch_size: BatchSize = "auto"
+
+    @field_validator("feature_batch_size")
+    @classmethod
+    def _positive_batch(cls, value):
+        if value != "auto" and value < 1:
+            raise ValueError(f"must be ≥ 1, got {value}")
+        return value
+
+
 class ProbeSection(Section):
+    Settings = ProbeSettings
+
+    @classmethod
+    def check_config(cls, config, source) -> None:
+        probe = config.sections.probe
+        for name, where in probe.datasets.items():
+            key = f"sections.probe.datasets.{name}"
+            if where.startswith(("sklearn:", "skimage:")):
+                continue
+            if ":" in where and not Path(where).exists():
+                raise ConfigError(source, key,
+                                  f"unknown built-in {where!r}; use sklearn:digits or skimage:lfw_subset, or a folder")
+            try:
+                confined(probe.data_root, where, "dataset")
+            except PathError as exc:
+                raise ConfigError(source, key,
+                                  f"{exc} (set sections.probe.data_root to the folder that holds it)") from None
     name = "probe"
     title = "Fine-tuning: linear probe"
     families = ("vit", "swin")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field, Strict
 
 from ..cache import Record
 from ..images import ImageItem
 from ..loaded_model import LoadedModel
+from ..settings import Bool, Int, SectionSettings
+from ..relevance import RelevanceMap, RelevanceMethod, register_method
 from .base import ModelInput, Section
 from .common import prediction_meta
 
@@ -14,7 +18,29 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+Fusion = Literal["mean", "max", "min"]
+DiscardRatio = Annotated[float, Strict(), Field(ge=0.0, lt=1.0)]
+
+
+class RolloutSettings(SectionSettings):
+    """Attention rollout (the study's Figures 2 and 3), ViT family only."""
+
+    #: Head fusions drawn side by side (Figure 2).
+    fusions: tuple[Fusion, ...] = Field(default=("mean", "max", "min"), min_length=1)
+    #: Discard ratios; more than one gives a small sweep (one row each).
+    discard_ratios: tuple[DiscardRatio, ...] = Field(default=(0.9,), min_length=1)
+    #: First block included (the study skips block 0).
+    start_block: Int = Field(default=1, ge=0)
+    normalize: Bool = False
+    #: Fusion used for the progression strip over blocks (Figure 3).
+    progression_fusion: Fusion = "mean"
+    #: Gradient-weighted rollout (Chefer et al. 2021) for the predicted class.
+    gradient: Bool = True
+    gradient_start_block: Int = Field(default=0, ge=0)
+
+
 class RolloutSection(Section):
+    Settings = RolloutSettings
     name = "rollout"
     title = "Information flow: attention rollout"
     families = ("vit",)
@@ -92,3 +118,90 @@ class RolloutSection(Section):
         return (f"{m['model_display']}: rollout of the CLS token from block {m['start_block']} with "
                 f"{', '.join(m['fusions'])} head fusion and discard ratio {', '.join(f'{r:g}' for r in m['discard_ratios'])}, "
                 f"{norm}; each panel scaled to its maximum.")
+
+
+# ------------------------------------------------------------------ relevance maps owned by this section
+
+
+class _RolloutOwned(RelevanceMethod):
+    """Maps computed with the rollout section's settings (fusion, discard ratio, start block)."""
+
+    families = ("vit",)
+
+    def params(self) -> dict:
+        rollout = self.config.sections.rollout
+        return {**super().params(), "discard_ratio": rollout.discard_ratios[0], "start_block": rollout.start_block,
+                "normalize": rollout.normalize, "gradient_start_block": rollout.gradient_start_block}
+
+    def _attention(self, model: LoadedModel, inputs: ModelInput):
+        import torch
+
+        from ..attention import vit_attention, vit_token_layout
+
+        layout = vit_token_layout(model.module)
+        if not layout.has_class_token:
+            raise ValueError(f"{model.name} has no CLS token: {self.label} reads the CLS row")
+        with torch.inference_mode():
+            _, attn = vit_attention(model.module, inputs.x[None].to(model.device))
+        return layout, layout.prefix_names.index("CLS"), attn.double()
+
+
+@register_method
+class RolloutMethod(_RolloutOwned):
+    """Attention rollout of the CLS token, one map per configured head fusion."""
+
+    name = "rollout"
+    label = "rollout"
+    description = "attention rollout of the CLS token (Abnar & Zuidema 2020), with the rollout section's settings"
+
+    @classmethod
+    def variants(cls, config) -> list[str]:
+        return list(config.sections.rollout.fusions)
+
+    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
+        from ..rollout import attention_rollout, rollout_mask
+
+        layout, cls, attn = self._attention(model, inputs)
+        s = self.config.sections.rollout
+        r = attention_rollout(attn, head_fusion=self.variant, discard_ratio=s.discard_ratios[0],
+                              start_block=s.start_block, normalize=s.normalize, keep_index=cls)
+        return RelevanceMap(rollout_mask(r, layout.grid, layout.num_prefix_tokens, query=cls)[0].numpy())
+
+
+@register_method
+class GradientRolloutMethod(_RolloutOwned):
+    """Gradient-weighted rollout for the target class (Chefer et al. 2021)."""
+
+    name = "gradient-rollout"
+    label = "gradient rollout"
+    description = "rollout of attention weighted by its gradient for the class (Chefer et al. 2021)"
+
+    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
+        import torch
+
+        from ..attention import vit_attention_gradients, vit_token_layout
+        from ..rollout import gradient_rollout, rollout_mask
+
+        layout = vit_token_layout(model.module)
+        cls = layout.prefix_names.index("CLS")
+        _, used, grads = vit_attention_gradients(model.module, inputs.x[None].to(model.device), torch.tensor([target]))
+        weighted = gradient_rollout(used.double(), grads.double(),
+                                    start_block=self.config.sections.rollout.gradient_start_block)
+        return RelevanceMap(rollout_mask(weighted, layout.grid, layout.num_prefix_tokens, query=cls)[0].numpy())
+
+
+@register_method
+class ClsAttentionMethod(_RolloutOwned):
+    """The last block's CLS-token attention over the patches, averaged over heads."""
+
+    name = "cls-attention"
+    label = "last-block CLS attention"
+    description = "the last block's attention from the CLS token to the patches, mean over heads"
+
+    def params(self) -> dict:
+        return RelevanceMethod.params(self)
+
+    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
+        layout, cls, attn = self._attention(model, inputs)
+        prefix = layout.num_prefix_tokens
+        return RelevanceMap(attn[-1, 0, :, cls, prefix:].mean(0).reshape(layout.grid).numpy())

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated, Literal, Union
+
+from pydantic import Field, Strict
 
 from ..cache import Record
 from ..images import ImageItem
 from ..loaded_model import LoadedModel
+from ..settings import Bool, SectionSettings
+from ..relevance import RelevanceMap, RelevanceMethod, register_method
 from .base import ModelInput, Section
 from .common import prediction_meta
 
@@ -14,7 +18,28 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+Pair = Annotated[tuple[Annotated[int, Strict(), Field(ge=1)], ...], Field(min_length=2, max_length=2)]
+
+
+class SwinSettings(SectionSettings):
+    """Swin window-attention maps (the study's Figure 4) and the Swin rollout, Swin family only."""
+
+    #: Blocks drawn as window maps, as [stage, block] pairs counted from 1 (the study: stage 3, block 1).
+    #: Pairs a model does not have are skipped, and the page says so.
+    targets: tuple[Pair, ...] = ((3, 1), (1, 1))
+    #: The query patch inside every window: "center" or [row, col] within the window.
+    query: Union[Literal["center"], Annotated[tuple[Annotated[int, Strict(), Field(ge=0)], ...],
+                                              Field(min_length=2, max_length=2)]] = "center"
+    #: "overlay" (maps on the image), "raw" (maps alone) or "both".
+    style: Literal["overlay", "raw", "both"] = "overlay"
+    rollout: Bool = True
+    rollout_fusion: Literal["mean", "max", "min"] = "mean"
+    rollout_discard_ratio: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = 0.9
+    rollout_normalize: Bool = False
+
+
 class SwinSection(Section):
+    Settings = SwinSettings
     name = "swin"
     title = "Swin attention: windows, shifts and rollout"
     families = ("swin",)
@@ -92,3 +117,54 @@ class SwinSection(Section):
                 f"{g['window'][0]}×{g['window'][1]} patches ({shift}) on a {g['grid'][0]}×{g['grid'][1]} grid; red lines are "
                 f"window borders and red squares the query patch of each window (position {target['query']} inside it). "
                 "One panel per head, then the mean; each scaled to its maximum.")
+
+
+# ------------------------------------------------------------------ relevance maps owned by this section
+
+
+@register_method
+class SwinRolloutMethod(RelevanceMethod):
+    """Rollout through shifted windows and patch merging, with the Swin section's rollout settings."""
+
+    name = "swin-rollout"
+    label = "Swin rollout"
+    families = ("swin",)
+    description = "rollout through the shifted windows and patch merging, with the Swin section's rollout settings"
+
+    def params(self) -> dict:
+        s = self.config.sections.swin
+        return {**super().params(), "fusion": s.rollout_fusion, "discard_ratio": s.rollout_discard_ratio,
+                "normalize": s.rollout_normalize}
+
+    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
+        import torch
+
+        from ..swin import swin_rollout, window_attention
+
+        s = self.config.sections.swin
+        with torch.inference_mode():
+            _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device))
+        relevance, _ = swin_rollout(attention, geometry, head_fusion=s.rollout_fusion,
+                                    discard_ratio=s.rollout_discard_ratio, normalize=s.rollout_normalize)
+        return RelevanceMap(relevance[0].numpy())
+
+
+@register_method
+class SwinWindowAttentionMethod(RelevanceMethod):
+    """Attention received by each token in the last stage, in original order, mean over heads and queries."""
+
+    name = "swin-window-attention"
+    label = "last-stage window attention"
+    families = ("swin",)
+    description = "attention each token receives in the last stage's last block (shift undone), mean over heads and queries"
+
+    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
+        import torch
+
+        from ..swin import full_attention_from_windows, window_attention
+
+        with torch.inference_mode():
+            _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device))
+        last = max(attention)
+        full = full_attention_from_windows(attention[last].double(), geometry[last])  # 1, heads, N, N
+        return RelevanceMap(full[0].mean(0).mean(0).reshape(geometry[last].grid).numpy())

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import __version__
-from .embedded import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, weights_path
+from .. import __version__
+from ..embedded import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, weights_path
 from .atomic import atomic_write_bytes, atomic_write_text
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -122,7 +122,7 @@ def train(
     """Train ``model_name`` (an embedded timm model) from scratch; return it and its model card."""
     import timm
 
-    from . import embedded  # noqa: F401  (registers the models)
+    from .. import embedded  # noqa: F401  (registers the models)
 
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
@@ -193,7 +193,7 @@ def train(
 
 
 def _arch_args(model_name: str) -> dict:
-    from .embedded import SWIN_ARGS, SWIN_NAME, VIT_ARGS, VIT_NAME
+    from ..embedded import SWIN_ARGS, SWIN_NAME, VIT_ARGS, VIT_NAME
 
     return {VIT_NAME: VIT_ARGS, SWIN_NAME: SWIN_ARGS}[model_name]
 

@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def timed(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
@@ -92,8 +92,8 @@ def row(name: str, ours: list[float], base: list[float], goal: str, met: bool | 
 def bench_capture(quick: bool, repeats: int) -> list[dict]:
     import timm
 
-    from .attention import vit_attention
-    from .swin import window_attention
+    from ..attention import vit_attention
+    from ..swin import window_attention
 
     out = []
     cases = [("vit_fmnist_patch4_28", "swin_fmnist_patch2_28", 8)] if quick else \
@@ -134,8 +134,9 @@ def bench_lime(quick: bool, repeats: int, cases: list[tuple[str, int]] | None = 
     from lime import lime_image
     from lime.wrappers.scikit_image import SegmentationAlgorithm
 
-    from .lime_explain import explain_image, predict_fn
-    from .models import auto_batch_size, forward_flops
+    from ..lime_explain import explain_image, predict_fn
+    from ..loaded_model import auto_batch_size
+    from ..models import forward_flops
 
     out = []
     if cases is None:
@@ -176,8 +177,9 @@ def bench_batch_sizes(quick: bool, repeats: int) -> dict:
     ``models.auto_batch_size``, and how close its pick comes to the best."""
     import timm
 
-    from .lime_explain import predict_fn
-    from .models import auto_batch_size, forward_flops
+    from ..lime_explain import predict_fn
+    from ..loaded_model import auto_batch_size
+    from ..models import forward_flops
 
     out = {}
     small = (8, 10, 16, 32, 64, 128, 256, 512)
@@ -213,7 +215,8 @@ from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(1)
 kind, size, workdir, arch = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
-from generator import bench, embedded  # noqa: F401  (registers the embedded models)
+from generator import embedded  # noqa: F401  (registers the embedded models)
+from generator.devtools import bench
 
 def status(field):
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -232,7 +235,8 @@ else:
     import timm
     from timm.data import create_transform, resolve_model_data_config
     from generator.finetune import discover_dataset, extract_features, materialise_builtin
-    from generator.models import auto_batch_size, forward_flops
+    from generator.loaded_model import auto_batch_size
+    from generator.models import forward_flops
     model = timm.create_model(arch, pretrained=arch.endswith("_28")).eval()
     size_px = model.pretrained_cfg["input_size"][-1]
     batch = auto_batch_size(forward_flops(model, (size_px, size_px)))
@@ -340,7 +344,7 @@ def bench_probe(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     import timm
     from timm.data import create_transform, resolve_model_data_config
 
-    from .finetune import (ProbeSettings, discover_dataset, extract_features, materialise_builtin, new_head,
+    from ..finetune import (ProbeSettings, discover_dataset, extract_features, materialise_builtin, new_head,
                            train_probe_on_features, train_probe_plain)
 
     torch.manual_seed(0)
@@ -473,7 +477,7 @@ def bench_scaling(quick: bool, workdir: Path) -> dict:
 def bench_floor(quick: bool, repeats: int) -> dict:
     import timm
 
-    from .models import forward_flops
+    from ..models import forward_flops
 
     n = 1024 if quick else 2048
     a, b = torch.randn(n, n), torch.randn(n, n)

@@ -1,0 +1,117 @@
+"""Planning: the jobs of a build (model × image × section, or model × unit), each with its cache key.
+
+Jobs and keys are plain, serialisable data; the compute thunks close over the loaded model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import __version__
+from .cache import Record, cache_key
+from .settings import GalleryConfig
+from .images import ImageItem, slugify, slugify_name, unique_slugs
+from .loaded_model import LoadedModel
+from .sections import ModelInput, Section
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work, independent and serialisable (ready for a distributed executor)."""
+
+    section: str
+    model: str
+    image: str
+    key: str
+
+
+
+def model_slugs(config: GalleryConfig) -> dict[str, str]:
+    """Model name → slug of the whole name (``ViT-B/16`` → ``vit-b-16``), unique among the models."""
+    return unique_slugs([m.name for m in config.models], slug=slugify_name)
+
+
+
+def job_key(section: Section, model: LoadedModel, image: ImageItem) -> str:
+    return cache_key(
+        generator=__version__,
+        section=section.name,
+        params=section.params(),
+        model={"name": model.name, "arch": model.config.arch, "weights_sha256": model.weights_sha256,
+               "labels": list(model.class_names), "data_config": model.data_config},
+        image=image.sha256,
+        image_params=section.image_params(image),
+    )
+
+
+
+def plan_model(model: LoadedModel, sections: list[Section], images: list[ImageItem]) -> list:
+    """The model's work in page order: (section, job, compute thunk) per image × section, then per unit.
+
+    Jobs and their keys are plain data (a distributed executor could ship them); the thunks
+    close over the loaded model, which stays in this process.
+    """
+    active = [s for s in sections if s.applies_to(model)]
+    inputs: dict[str, ModelInput] = {}
+    for image in images:
+        note_upscaling(model, image)
+
+    def prepared(image: ImageItem) -> ModelInput:
+        if image.slug not in inputs:
+            inputs[image.slug] = prepare_input(model, image)
+        return inputs[image.slug]
+
+    work = []
+    for image in images:
+        for s in (s for s in active if s.per_image):
+            try:  # a broken declaration next to one image (its variants file, say) fails that job alone
+                if not s.applies_to_image(image):
+                    continue
+                key = job_key(s, model, image)
+                compute = lambda s=s, image=image: s.compute(model, image, prepared(image))  # noqa: E731
+            except Exception as exc:
+                key, compute = "", _raiser(exc)
+            work.append((s, Job(s.name, model.name, image.slug, key), compute))
+    for section in (s for s in active if not s.per_image):
+        for unit in section.units():
+            try:
+                key = unit_key(section, model, unit)
+                compute = lambda section=section, unit=unit: section.compute_unit(model, unit)  # noqa: E731
+            except Exception as exc:  # e.g. a missing dataset: the job fails alone, with this error
+                key, compute = "", _raiser(exc)
+            work.append((section, Job(section.name, model.name, slugify(unit) or "unit", key), compute))
+    return work
+
+
+def _raiser(exc: Exception) -> Callable[[], Record]:
+    def compute() -> Record:
+        raise exc
+
+    return compute
+
+
+def unit_key(section: Section, model: LoadedModel, unit: str) -> str:
+    return cache_key(generator=__version__, section=section.name, params=section.params(),
+                     model={"arch": model.config.arch, "weights_sha256": model.weights_sha256,
+                            "data_config": model.data_config},
+                     unit=unit, unit_params=section.unit_params(unit))
+
+
+
+def prepare_input(model: LoadedModel, image: ImageItem) -> ModelInput:
+    """The model's own preprocessing (timm's eval transform from the resolved data config)."""
+    from .models import preprocess
+
+    view, x = preprocess(model, image.rgb)
+    return ModelInput(view=view, x=x)
+
+
+def note_upscaling(model: LoadedModel, image: ImageItem) -> None:
+    """Note on the image when it is smaller than the model's input (the transform upscales it)."""
+    h, w = image.shape
+    ih, iw = model.input_size
+    note = f"{w}×{h} pixels: upscaled to {iw}×{ih} by {model.name}'s transform"
+    if (h < ih or w < iw) and note not in image.notes:
+        image.notes.append(note)
+

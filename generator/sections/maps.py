@@ -1,0 +1,84 @@
+"""Section: every registered relevance map of a model for its predicted class, side by side."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import numpy as np
+
+from ..cache import Record
+from ..images import ImageItem
+from ..loaded_model import LoadedModel
+from ..relevance import map_specs
+from ..settings import SectionSettings
+from .base import ModelInput, Section
+from .common import prediction_meta
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+class MapsSettings(SectionSettings):
+    """The grid of relevance maps on each image page."""
+
+    #: "map": each map scaled to its own largest magnitude; "shared": each map normalised to unit
+    #: total |relevance| over the image, all drawn on one colour scale (comparable concentration).
+    scale: Literal["map", "shared"] = "map"
+
+
+class MapsSection(Section):
+    """One grid per model and image: each enabled relevance method's map (:mod:`generator.relevance`)."""
+
+    name = "maps"
+    title = "Relevance maps, side by side"
+    families = ("vit", "swin")
+    template = "sections/maps.md.j2"
+    chapter = ("relevance-maps", "Relevance maps", "chapters/maps_intro.md.j2")
+    Settings = MapsSettings
+
+    def params(self) -> dict:
+        specs = map_specs(self.config)
+        return {**super().params(), "maps": {spec.id: spec.method.params() for spec in specs}}
+
+    def applies_to(self, model: LoadedModel) -> bool:
+        return super().applies_to(model) and bool(map_specs(self.config, model))
+
+    def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
+        import torch
+
+        with torch.inference_mode():
+            logits = model.module(inputs.x[None].to(model.device))[0]
+        target = int(logits.argmax())
+        store = self.relevance_store()
+        arrays: dict[str, np.ndarray] = {"view": inputs.view}
+        methods = []
+        for i, spec in enumerate(map_specs(self.config, model)):
+            relevance = store.get(spec, model, image, inputs, target)
+            arrays[f"map_{i}"] = relevance.values.astype(np.float32)
+            methods.append({"id": spec.id, "title": spec.title, "description": spec.method.description,
+                            "shape": list(relevance.values.shape)})
+        meta = {**prediction_meta(model, logits), "target": model.class_names[target], "methods": methods,
+                "scale": self.settings.scale}
+        return Record(section=self.name, model=model.name, image=image.slug, arrays=arrays, meta=meta)
+
+    def render(self, record: Record) -> dict[str, Figure]:
+        from ..render.maps import maps_figure
+
+        m, a = record.meta, record.arrays
+        maps = [a[f"map_{i}"] for i in range(len(m["methods"]))]
+        return {"": maps_figure(a["view"], maps, [x["title"] for x in m["methods"]], m["scale"],
+                                f"{m['model_display']}: where each method looks for {m['target']}")}
+
+    def chapter_extras(self, results) -> dict:
+        seen = {}
+        for r in results:
+            for m in r.meta["methods"]:
+                seen.setdefault(m["id"], {"title": m["title"], "description": m["description"]})
+        return {"methods": list(seen.values())} if seen else {}
+
+    def caption(self, record: Record, figure_id: str = "") -> str:
+        m = record.meta
+        scale = ("each map scaled to its largest magnitude" if m["scale"] == "map" else
+                 "each map normalised to unit total relevance, one colour scale for all")
+        return (f"{m['model_display']}: {len(m['methods'])} relevance maps for the predicted class {m['target']} "
+                f"({', '.join(x['title'] for x in m['methods'])}); {scale}.")
