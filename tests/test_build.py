@@ -15,7 +15,14 @@ from PIL import Image
 from generator.config import load_config
 
 from .conftest import write_synthetic_images
-from .expected import TINY_FAMILIES, expected_jobs, of_model, of_section, summary, written_jobs
+from .expected import (
+    TINY_FAMILIES,
+    expected_jobs,
+    of_model,
+    of_section,
+    summary,
+    written_jobs,
+)
 
 
 def md_cell(text: str) -> str:
