@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import subprocess
@@ -14,6 +15,19 @@ from PIL import Image
 from generator.config import load_config
 
 from .conftest import write_synthetic_images
+from .expected import (
+    TINY_FAMILIES,
+    expected_jobs,
+    of_model,
+    of_section,
+    summary,
+    written_jobs,
+)
+
+
+def md_cell(text: str) -> str:
+    """A table cell as the pages write plain text: Markdown specials backslash-escaped, then HTML-escaped."""
+    return html.escape(re.sub(r"([\\`*_{}\[\]()#+!|~-])", r"\\\1", text), quote=True)
 
 
 def build(config: Path, *args: str) -> subprocess.CompletedProcess:
@@ -52,7 +66,9 @@ def test_build_produces_site_with_every_page_and_figure(tiny_gallery):
     assert (site / "index.html").is_file() and (site / "run-report" / "index.html").is_file()
 
     # every figure a page references exists, in both formats
-    for page in (docs / "images").glob("*.md"):
+    pages = sorted((docs / "images").glob("*.md"))
+    assert [p.stem for p in pages] == sorted(slugs)
+    for page in pages:
         text = page.read_text(encoding="utf-8")
         refs = re.findall(r"\]\(\.\./(figures/[^)]+)\.png\)", text)
         assert refs, page
@@ -70,13 +86,17 @@ def test_build_produces_site_with_every_page_and_figure(tiny_gallery):
 
     report = json.loads((cfg.output / "run_report.json").read_text())
     assert report["failures"] == []
-    # (heads + rollout + lime) × 3 for the ViT, (swin + lime) × 3 for the Swin, perturb × 1 image × 2 models
-    assert report["jobs"]["total"] == 17
+    # every enabled section × model of its family × image it applies to (perturb: synthetic-0, which has variants)
+    jobs = expected_jobs(tiny_gallery)
+    assert ("perturb", "Tiny ViT", "synthetic-0") in jobs and ("perturb", "Tiny Swin", "synthetic-1") not in jobs
+    assert written_jobs(docs) == jobs
+    assert report["jobs"]["total"] == len(jobs)
     for model in ("tiny-vit", "tiny-swin"):
         for ext in ("png", "pdf", "csv", "json"):
             assert (site / "figures" / "perturb" / model / f"synthetic-0.{ext}").is_file()
     assert "Original top" in (docs / "chapters" / "location-and-size.md").read_text()
     assert "IoU of top" in (docs / "images" / "synthetic-0.md").read_text()
+    assert {m["name"]: m["family"] for m in report["models"]} == TINY_FAMILIES
     assert all(len(m["weights_sha256"]) == 64 for m in report["models"])
 
 
@@ -87,7 +107,8 @@ def test_second_build_uses_cache_and_bad_image_fails_alone(tiny_gallery):
     proc = build(tiny_gallery, "--no-site")
     assert proc.returncode == 1
     assert "broken.png" in proc.stdout and "1 FAILURE" in proc.stdout
-    assert "10 results (10 from cache)" in proc.stdout
+    jobs = expected_jobs(tiny_gallery)
+    assert summary(jobs, cached=len(jobs)) in proc.stdout
     report = json.loads((load_config(tiny_gallery).output / "run_report.json").read_text())
     assert [f["image"] for f in report["failures"]] == ["broken.png"]
 
@@ -99,7 +120,8 @@ def test_failing_model_does_not_stop_the_others(tiny_gallery):
     proc = build(tiny_gallery, "--no-site")
     assert proc.returncode == 1
     assert "Tiny Swin" in proc.stdout and "file:" in proc.stdout
-    assert "6 results" in proc.stdout  # the ViT still ran on both images
+    # the ViT's jobs all ran, on both images
+    assert summary(of_model(expected_jobs(tiny_gallery), "Tiny ViT"), cached=0) in proc.stdout
 
 
 def test_probe_chapter_with_a_missing_dataset(tmp_path):
@@ -166,8 +188,12 @@ def test_section_subcommand_runs_only_that_section(tiny_gallery):
     proc = subprocess.run([sys.executable, "-m", "generator", "heads", "--config", str(tiny_gallery), "--quiet",
                            "--no-site"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    report = json.loads((load_config(tiny_gallery).output / "run_report.json").read_text())
-    assert set(report["section_seconds"]) == {"heads"} and report["jobs"]["total"] == 2
+    cfg = load_config(tiny_gallery)
+    report = json.loads((cfg.output / "run_report.json").read_text())
+    jobs = expected_jobs(tiny_gallery, only="heads")
+    assert jobs == of_section(expected_jobs(tiny_gallery), "heads") and jobs
+    assert written_jobs(cfg.output / "docs") == jobs
+    assert set(report["section_seconds"]) == {"heads"} and report["jobs"]["total"] == len(jobs)
 
 
 def test_manifest_holds_real_versions_and_hashes(tiny_gallery):
@@ -178,10 +204,11 @@ def test_manifest_holds_real_versions_and_hashes(tiny_gallery):
     page = (cfg.output / "docs" / "reproducibility.md").read_text()
     report = json.loads((cfg.output / "run_report.json").read_text())
     for package in ("torch", "timm", "lime", "mkdocs-material"):
-        assert f"| {package.replace('-', chr(92) + '-')} | {version(package)}" in page or \
-               f"| {package} | {version(package)}" in page, package
+        assert f"| {md_cell(package)} | {md_cell(version(package))} |" in page, package
+    assert [m["name"] for m in report["models"]] == [m.name for m in cfg.models]
     for model in report["models"]:
         assert model["weights_sha256"] in page
+    assert sorted(i["slug"] for i in report["images"]) == ["synthetic-0", "synthetic-1"]
     for image in report["images"]:
         assert image["sha256"] in page
     assert "vit-gallery build" in page and "random:0" in page  # the command and the config text

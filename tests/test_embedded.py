@@ -1,6 +1,6 @@
 """The shipped Fashion-MNIST models: they load through the normal file: path, reach their stated
 accuracy on the shipped 1,000-image test subset, refuse mismatched checkpoints, and the training
-command still runs."""
+command runs."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def subset():
 @pytest.mark.parametrize("name", [VIT_NAME, SWIN_NAME])
 def test_shipped_weights_reach_the_stated_accuracy(name, subset):
     card = json.loads((WEIGHTS_DIR / f"{name}.json").read_text())
-    assert card["test_accuracy"] >= 0.88, "the issue's quality bar on the full 10k test set"
+    assert card["test_accuracy"] >= 0.88, "the quality bar on the full 10k test set"
     assert card["classes"] == list(FASHION_MNIST_CLASSES)
     assert card["command"].startswith("python -m generator train-demo")
     model = load_model(ModelConfig(name=name, arch=name, weights=f"file:{WEIGHTS_DIR / f'{name}.safetensors'}"))

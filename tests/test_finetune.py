@@ -65,6 +65,7 @@ def test_cached_features_give_the_same_head_as_the_plain_loop(model, tmp_path):
     (train, val, test), transform = features_of(model, splits, tmp_path)
     cached = train_probe_on_features(new_head(model, 3, settings.seed).get_classifier(), train, val, test, settings)
     plain = train_probe_plain(new_head(model, 3, settings.seed), splits, transform, settings)
+    assert cached.head_state.keys() == plain.head_state.keys() and plain.head_state
     for key in plain.head_state:
         torch.testing.assert_close(cached.head_state[key], plain.head_state[key], atol=1e-5, rtol=0)
     assert cached.test_accuracy == plain.test_accuracy

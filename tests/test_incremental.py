@@ -15,6 +15,7 @@ from safetensors.torch import save_file
 from generator.config import ModelConfig, load_config
 from generator.loaded_model import identity_key, open_model
 
+from .expected import expected_jobs, of_section, summary
 from .test_build import build
 
 WARM = """
@@ -38,7 +39,8 @@ def test_cached_rebuild_loads_no_model_and_changes_nothing(tiny_gallery):
     before = data_files(docs)
     proc = subprocess.run([sys.executable, "-c", WARM, str(tiny_gallery)], capture_output=True, text=True, timeout=300)
     assert "EXIT 0 TORCH False TIMM False LIME False" in proc.stdout, proc.stdout + proc.stderr
-    assert "10 results (10 from cache)" in proc.stdout
+    jobs = expected_jobs(tiny_gallery)
+    assert summary(jobs, cached=len(jobs)) in proc.stdout
     assert data_files(docs) == before
 
     # a changed section parameter: the memo-served model loads its weights lazily and recomputes LIME only
@@ -46,9 +48,10 @@ def test_cached_rebuild_loads_no_model_and_changes_nothing(tiny_gallery):
     tiny_gallery.write_text(text)
     proc = subprocess.run([sys.executable, "-c", WARM, str(tiny_gallery)], capture_output=True, text=True, timeout=300)
     assert "EXIT 0 TORCH True" in proc.stdout, proc.stdout + proc.stderr
-    assert "10 results (6 from cache)" in proc.stdout
+    lime = of_section(jobs, "lime")
+    assert lime and summary(jobs, cached=len(jobs) - len(lime)) in proc.stdout
     changed = {k for k, v in data_files(docs).items() if before.get(k) != v}
-    assert changed and all(k.startswith("data/lime/") for k in changed), changed
+    assert len(changed) == len(lime) and all(k.startswith("data/lime/") for k in changed), changed
 
 
 def _weights_file(tmp_path: Path, seed: int) -> Path:
@@ -91,7 +94,8 @@ def test_identity_memo_follows_the_weights_file(tmp_path):
     entry = memo / f"{identity_key(config)}.json"
     entry.write_text("{ not json")
     fixed = open_model(config, "cpu", memo)
-    assert fixed._module is not None and json.loads(entry.read_text())["weights_sha256"] == other.weights_sha256
+    assert fixed._module is not None
+    assert json.loads(entry.read_text())["identity"]["weights_sha256"] == other.weights_sha256
 
     # read_memo=False (--no-cache) always loads
     assert open_model(config, "cpu", memo, read_memo=False)._module is not None

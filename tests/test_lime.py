@@ -151,6 +151,7 @@ def test_auto_batch_size_gives_the_same_explanation(tiny_vit):
     auto = explain_image(tiny_vit, image, num_samples=120, seed=4)
     fixed = explain_image(tiny_vit, image, num_samples=120, seed=4, batch_size=7)
     assert auto.top_labels == fixed.top_labels
+    assert auto.local_exp.keys() == fixed.local_exp.keys() and auto.local_exp
     for label in auto.local_exp:
         assert [s for s, _ in auto.local_exp[label]] == [s for s, _ in fixed.local_exp[label]]
         assert np.allclose([w for _, w in auto.local_exp[label]], [w for _, w in fixed.local_exp[label]], atol=1e-6)

@@ -121,6 +121,7 @@ def test_table_equals_the_models_softmax():
     with torch.no_grad():
         probs = model.module(batch).softmax(-1).double().numpy()
     table = prediction_table(["Original", "Moved"], probs, model.class_names, k=3)
+    assert list(table.index) == [0, 1]
     for i, row in table.iterrows():
         order = np.argsort(-probs[i])
         assert row["1st class"] == model.class_names[order[0]]

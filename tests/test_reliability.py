@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from generator.config import load_config
 from generator.images import scan_images, unique_slugs
 
 from .conftest import tiny_config_text, write_synthetic_images
+from .expected import expected_jobs, of_section, summary, written_jobs
 
 
 def write_bad_and_odd_images(folder: Path) -> dict[str, str]:
@@ -63,7 +65,7 @@ def test_bad_and_odd_images(tmp_path, monkeypatch):
             assert loaded[name].rgb.dtype == np.uint8 and loaded[name].rgb.shape[2] == 3
         else:
             assert expectation in failed[name], (name, failed.get(name))
-    assert len(failures) == 4  # each bad file exactly once
+    assert sorted(f.path.name for f in failures) == sorted(n for n, e in expected.items() if e != "ok")  # each once
     assert loaded["rotated.jpg"].rgb.shape[:2] == (32, 24)  # EXIF rotation applied
     assert any("EXIF" in n for n in loaded["rotated.jpg"].notes)
     assert any("first frame" in n for n in loaded["anim.gif"].notes)
@@ -112,7 +114,9 @@ def test_kill_and_resume_gives_identical_outputs(tmp_path):
     reference.write_text(tiny_config_text(images, tmp_path / "ref"))
     assert build(reference).returncode == 0
     expected = data_outputs(reference)
-    assert len(expected) == 15
+    jobs = expected_jobs(reference)
+    assert written_jobs(load_config(reference).output / "docs") == jobs
+    assert len(expected) == len(jobs)  # one data file per job
 
     config = tmp_path / "killed.toml"
     config.write_text(tiny_config_text(images, tmp_path / "killed"))
@@ -125,11 +129,11 @@ def test_kill_and_resume_gives_identical_outputs(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done_before = len(list(cache_root.rglob("ok")))
-    assert 0 < done_before < 15, "the kill should land mid-run"
+    assert 0 < done_before < len(jobs), "the kill should land mid-run"
     resumed = build(config)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert data_outputs(config) == expected
-    assert f"({done_before} from cache)" in resumed.stdout or "from cache" in resumed.stdout
+    assert summary(jobs, cached=done_before) in resumed.stdout  # every result stamped before the kill is reused
 
 
 def test_determinism_and_cache_hits(tmp_path):
@@ -141,12 +145,15 @@ def test_determinism_and_cache_hits(tmp_path):
     assert build(a).returncode == 0
     assert build(b, "--no-cache").returncode == 0
     assert data_outputs(a) == data_outputs(b)
+    jobs = expected_jobs(a)
+    assert written_jobs(load_config(a).output / "docs") == jobs
     again = build(a)
-    assert "10 results (10 from cache)" in again.stdout
+    assert summary(jobs, cached=len(jobs)) in again.stdout
     # changing one parameter recomputes only the section that depends on it
     a.write_text(tiny_config_text(images, tmp_path / "a", "[sections.heads]\nscale = \"panel\"\n"))
     changed = build(a)
-    assert "10 results (8 from cache)" in changed.stdout
+    assert of_section(jobs, "heads")
+    assert summary(jobs, cached=len(jobs) - len(of_section(jobs, "heads"))) in changed.stdout
 
 
 def test_outputs_cannot_escape_the_output_folder(tmp_path):
@@ -166,10 +173,8 @@ def test_outputs_cannot_escape_the_output_folder(tmp_path):
     (docs / "figures").symlink_to(outside)
     with pytest.raises(ValueError, match="leave the output folder"):
         figure_stem(docs, "heads", "", "model", "image")
-    # a model named like a path still lands inside
-    from generator.images import unique_slugs as slugs
-
-    assert "/" not in slugs(["../../etc/passwd"])["../../etc/passwd"]
+    # an image named like a path gets the slug of its file name's stem: no separators, no dots
+    assert unique_slugs(["../../etc/passwd"])["../../etc/passwd"] == "passwd"
 
 
 def test_symlinked_images_are_not_followed(tmp_path):
@@ -196,7 +201,8 @@ def test_build_with_local_models_makes_no_network_call(tiny_gallery, monkeypatch
     monkeypatch.setattr(socket.socket, "connect", guarded)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     result = run(load_config(tiny_gallery), progress=False, log=lambda m: None)
-    assert result.ok and len(result.results) == 10
+    assert result.ok
+    assert sorted((r.section, r.model, r.image) for r in result.results) == sorted(expected_jobs(tiny_gallery))
     assert attempts == []
 
 
@@ -223,7 +229,14 @@ def test_jobs_setting_does_not_change_outputs(tmp_path):
                 for p in sorted(docs.rglob("*")) if p.is_file() and p.suffix in {".json", ".csv", ".png", ".pdf"}}
 
     a, b = outputs(one), outputs(two)
-    assert a.keys() == b.keys() and len(a) > 20
+    jobs = expected_jobs(one)
+    assert written_jobs(load_config(one).output / "docs") == jobs
+    report = json.loads((load_config(one).output / "run_report.json").read_text())
+    slug = {m["name"]: m["slug"] for m in report["models"]}
+    for section, model, image in jobs:  # each job drew its figures: figures/<section>[-<id>]/<model>/<image>.png
+        assert any(re.fullmatch(rf"figures/{section}(-[^/]+)?/{slug[model]}/{image}\.png", k) for k in a), \
+            (section, model, image)
+    assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
 
 
@@ -248,8 +261,10 @@ def test_run_report_lists_each_bad_file_once(tmp_path, monkeypatch):
     assert set(good) == {n for n, w in expected.items() if w == "ok"} | {"tiny.png"}
     assert any("upscaled" in note for note in good["tiny.png"]["notes"])
     page = (load_config(config).output / "docs" / "run-report.md").read_text()
-    for name in bad:
-        assert page.count(name.replace(".", ".")) >= 1
+    # the failures table: | stage | section | model | image | error |, one row per bad file
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in page.splitlines()
+            if line.startswith("| image |")]
+    assert sorted(row[3] for row in rows) == bad
 
 
 def test_unreadable_figure_stamp_means_draw_again(tiny_gallery):
@@ -261,3 +276,4 @@ def test_unreadable_figure_stamp_means_draw_again(tiny_gallery):
     again = build(tiny_gallery)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "no failures" in again.stdout
+    json.loads(stamps[0].read_text())  # the figures were drawn again and the stamp written anew
