@@ -73,6 +73,9 @@ __all__ = [
     "window_shift_mask",
 ]
 
+#: A map whose variance is below this fraction of its raw second moment is constant (Pearson undefined).
+_CONSTANT = 1e-20
+
 #: timm's additive value for pairs across a shifted window's wrap-around.
 SHIFT_MASK_VALUE = -100.0
 
@@ -228,7 +231,7 @@ def pearson(a: torch.Tensor, b: torch.Tensor, dim: int = -1, weights: torch.Tens
             leaves an entry out.
 
     Returns:
-        ``a``'s shape without ``dim``; NaN where either side is constant.
+        ``a``'s shape without ``dim``; NaN where either side is constant (up to rounding).
     """
     a, b = torch.broadcast_tensors(a.double(), b.double())
     w = torch.ones_like(a) if weights is None else weights.double().expand_as(a)
@@ -236,8 +239,10 @@ def pearson(a: torch.Tensor, b: torch.Tensor, dim: int = -1, weights: torch.Tens
     da = a - (w * a).sum(dim=dim, keepdim=True) / total
     db = b - (w * b).sum(dim=dim, keepdim=True) / total
     cov = (w * da * db).sum(dim=dim)
-    var = (w * da * da).sum(dim=dim) * (w * db * db).sum(dim=dim)
-    return torch.where(var > 0, cov / var.clamp_min(1e-300).sqrt(), torch.full_like(cov, float("nan")))
+    var_a, var_b = (w * da * da).sum(dim=dim), (w * db * db).sum(dim=dim)
+    # constant up to rounding: variance below 1e-20 of the raw second moment
+    varies = (var_a > _CONSTANT * (w * a * a).sum(dim=dim)) & (var_b > _CONSTANT * (w * b * b).sum(dim=dim))
+    return torch.where(varies, cov / (var_a * var_b).clamp_min(1e-300).sqrt(), torch.full_like(cov, float("nan")))
 
 
 def positional_score(maps: torch.Tensor) -> torch.Tensor:
@@ -260,7 +265,8 @@ def positional_score(maps: torch.Tensor) -> torch.Tensor:
         return torch.full(maps.shape[:-1], float("nan"), dtype=torch.float64)
     centred = maps - maps.mean(dim=-1, keepdim=True)
     norm = centred.norm(dim=-1, keepdim=True)
-    z = centred / torch.where(norm > 0, norm, torch.full_like(norm, float("nan")))
+    varies = norm**2 > _CONSTANT * (maps * maps).sum(dim=-1, keepdim=True)
+    z = centred / torch.where(varies, norm, torch.full_like(norm, float("nan")))
     gram = torch.einsum("i...d,j...d->ij...", z, z)  # images, images, ...
     diag = torch.diagonal(gram, dim1=0, dim2=1).movedim(-1, 0)  # images, ...
     return (gram.sum(dim=1) - diag) / (n - 1)
@@ -551,10 +557,10 @@ def kernel_measures(kernel: np.ndarray | torch.Tensor) -> KernelMeasures:
     Returns:
         :class:`KernelMeasures` with, for the kernel scaled to total 1:
         ``vertical`` mass on dx = 0 without the centre; ``horizontal`` mass on dy = 0 without
-        the centre; ``local`` mass within Chebyshev radius 1; ``ring_ratio`` the largest mean
-        weight on a Chebyshev ring of radius r ≥ 2 over the mean weight within radius 1 (NaN
-        when the kernel has no ring of radius 2; inf when the inner block is empty) and
-        ``ring_radius`` that r (0 when undefined); ``elongation`` log2(E[dy²] / E[dx²]) of the
+        the centre; ``local`` mass within Chebyshev radius 1; ``ring_ratio`` the mean weight on the
+        heaviest (by mean weight) Chebyshev ring of radius r ≥ 2 over the mean weight within
+        radius 1 (NaN when the kernel has no ring of radius 2; inf when only the inner block
+        is empty) and ``ring_radius`` that r (0 when undefined); ``elongation`` log2(E[dy²] / E[dx²]) of the
         kernel as a distribution over offsets (> 0: taller than wide).
     """
     k = np.asarray(kernel, dtype=np.float64)
@@ -572,11 +578,11 @@ def kernel_measures(kernel: np.ndarray | torch.Tensor) -> KernelMeasures:
     inner = cheb <= 1
     inner_mean = k[inner].mean()
     best_ratio, best_r = float("nan"), 0
-    for r in range(2, min(cy, cx) + 1):
-        ring_mean = k[cheb == r].mean()
-        ratio = ring_mean / inner_mean if inner_mean > 0 else float("inf")
-        if best_r == 0 or ratio > best_ratio:
-            best_ratio, best_r = float(ratio), r
+    ring_means = [float(k[cheb == r].mean()) for r in range(2, min(cy, cx) + 1)]
+    if ring_means:
+        best_r = 2 + int(np.argmax(ring_means))
+        best_mean = ring_means[best_r - 2]
+        best_ratio = best_mean / inner_mean if inner_mean > 0 else (float("inf") if best_mean > 0 else float("nan"))
     ey, ex = float((k * dy**2).sum()), float((k * dx**2).sum())
     elongation = math.log2(ey / ex) if ex > 0 and ey > 0 else (float("inf") if ey > 0 else float("-inf") if ex > 0 else 0.0)
     return KernelMeasures(vertical=float(k[:, cx].sum() - centre), horizontal=float(k[cy, :].sum() - centre),
