@@ -499,3 +499,11 @@ def test_lrp_values_forward_unchanged(embedded):
             with lrp.conservative_propagation(m):
                 inside = m(x)
         torch.testing.assert_close(inside, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_registry():
+    from generator.methods import METHODS
+
+    assert set(METHODS) == set(ALL_METHODS)
+    assert {res for _, res in METHODS.values()} == {"grid", "pixel"}
+    assert all(METHODS[name][1] == "grid" for name in cam.CAM_METHODS)

@@ -17,14 +17,12 @@ from __future__ import annotations
 
 from typing import Callable, Literal
 
-from .attribution import CAPTUM_METHODS
-from .cam import CAM_METHODS
-from .lrp import lrp
+from . import attribution, cam, common, lrp
 
-__all__ = ["METHODS"]
+__all__ = ["METHODS", "attribution", "cam", "common", "lrp"]
 
 METHODS: dict[str, tuple[Callable, Literal["grid", "pixel"]]] = {
-    **{name: (fn, "grid") for name, fn in CAM_METHODS.items()},
-    **{name: (fn, "pixel") for name, fn in CAPTUM_METHODS.items()},
-    "LRP": (lrp, "pixel"),
+    **{name: (fn, "grid") for name, fn in cam.CAM_METHODS.items()},
+    **{name: (fn, "pixel") for name, fn in attribution.CAPTUM_METHODS.items()},
+    "LRP": (lrp.lrp, "pixel"),
 }
