@@ -7,6 +7,7 @@ import base64
 import functools
 import http.server
 import json
+import os
 import re
 import subprocess
 import sys
@@ -604,3 +605,102 @@ def test_arrow_keys_move_the_query_and_canvas_is_accessible(browser, base):
     assert {1, 2, 3, 5} <= set(w.state()["loadedBlocks"])
     w.check_clean()
     w.page.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# inside a real mkdocs-material build (the project's theme), with instant navigation
+
+
+@pytest.fixture(scope="module")
+def mkdocs_site(tmp_path_factory, captured):
+    require_chromium()
+    from generator.site import BASE_MKDOCS, make_environment
+
+    root = tmp_path_factory.mktemp("explorer-mkdocs")
+    docs = root / "docs"
+    write_explorer_assets(docs)
+    entries = []
+    for name, (data, _x, view) in captured.items():
+        page = write_explorer(docs, IMAGE_SLUG, MODEL_SLUG[name], data, view)
+        entries.append({"page": page, "label": {VIT: "ViT-FMNIST", SWIN: "Swin-FMNIST"}[name]})
+    body = make_environment().get_template("sections/explorer.md.j2").render(explorers=entries)
+    (docs / "images").mkdir()
+    (docs / "images" / "sample.md").write_text("# Sample\n\nGo [back home](../index.md).\n\n## Attention explorer\n\n" + body, encoding="utf-8")
+    (docs / "index.md").write_text("# Home\n\nSee [the sample](images/sample.md).\n", encoding="utf-8")
+    # serve first: material's instant navigation only follows links listed in sitemap.xml, whose
+    # URLs it matches with the page's protocol and host but keeps their port, so site_url needs this port
+    site_dir = root / "site"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site_dir))
+    handler.log_message = lambda *a, **k: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    base = f"http://127.0.0.1:{httpd.server_address[1]}/"
+    extra = mkdocs_extra()
+    config = root / "mkdocs.yml"
+    config.write_text("\n".join([
+        f"INHERIT: {json.dumps(str(BASE_MKDOCS))}",
+        "site_name: Explorer test",
+        f"site_url: {json.dumps(base)}",
+        f"docs_dir: {json.dumps(str(docs))}",
+        f"site_dir: {json.dumps(str(site_dir))}",
+        "theme:",
+        "  name: material",
+        "  features: [navigation.instant, navigation.sections, content.tabs.link]",
+        f"extra_javascript: {json.dumps(extra['extra_javascript'])}",
+        f"extra_css: {json.dumps(extra['extra_css'])}",
+        'nav: [{"Home": "index.md"}, {"Sample": "images/sample.md"}]',
+    ]) + "\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-f", str(config)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield site_dir, base
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_in_mkdocs_material_with_instant_navigation(browser, mkdocs_site):
+    site_dir, base = mkdocs_site
+    html = (site_dir / "images" / "sample" / "index.html").read_text(encoding="utf-8")
+    assert html.count('class="vit-explorer"') == 2 and "assets/vit-explorer/explorer.js" in html
+    w = Watched(browser, base).open("images/sample/")
+    assert w.state(0)["key"] == f"vit-fmnist--{IMAGE_SLUG}"
+    # the second tab's explorer is built too, and drawn once its tab is shown
+    w.page.get_by_text("Swin-FMNIST", exact=True).first.click()
+    state = w.wait(1)
+    assert state["family"] == "swin"
+    w.page.wait_for_function("""() => { const c = document.querySelectorAll('.vx-lines')[1];
+        return c.width > 0 && c.getContext('2d').getImageData(0, 0, c.width, c.height).data.some(v => v > 0); }""")
+    ARTIFACTS = ROOT / "tests" / "artifacts"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    w.page.screenshot(path=str(ARTIFACTS / "explorer-light.png"), full_page=True)
+    # instant navigation: away and back without a page load; the explorer comes back
+    w.page.evaluate("window.__sameDocument = true")
+    w.page.get_by_role("link", name="back home").click()
+    w.page.wait_for_function("document.querySelector('h1') && document.querySelector('h1').textContent.includes('Home')")
+    w.page.get_by_role("link", name="the sample").click()
+    w.page.wait_for_function("document.querySelector('h1') && document.querySelector('h1').textContent.includes('Sample')")
+    assert w.page.evaluate("window.__sameDocument === true"), "instant navigation reloaded the page"
+    w.page.wait_for_function("VitExplorer.instances().length === 2 && VitExplorer.instances().every(x => document.contains(x.root))")
+    state = w.wait(0)
+    assert state["key"] == f"vit-fmnist--{IMAGE_SLUG}"
+    w.page.get_by_text("ViT-FMNIST", exact=True).first.click()  # content.tabs.link kept the Swin tab
+    state = w.click_patch(2, 3, [7, 7])
+    assert state["query"]["r"] == 2 and f"vit-fmnist--{IMAGE_SLUG}.query=2,3" in w.page.url
+    # a linked view restores on a material page (material looks the hash up as an element id)
+    key = f"vit-fmnist--{IMAGE_SLUG}"
+    dark = Watched(browser, base)
+    dark.page.emulate_media(color_scheme="dark")
+    dark.open(f"images/sample/#{key}.block=2&{key}.head=1&{key}.query=4,5&{key}.mode=rollout")
+    state = dark.state(0)
+    assert (state["block"], state["head"], state["mode"], state["query"]["r"], state["query"]["c"]) == (2, 1, "rollout", 4, 5)
+    assert dark.page.evaluate("document.body.getAttribute('data-md-color-scheme')") == "slate"
+    fg = dark.page.evaluate("getComputedStyle(document.querySelector('.vit-explorer')).color")
+    light_fg = w.page.evaluate("getComputedStyle(document.querySelector('.vit-explorer')).color")
+    assert fg != light_fg
+    dark.page.screenshot(path=str(ARTIFACTS / "explorer-dark.png"), full_page=True)
+    for x in (w, dark):
+        x.check_clean()
+        x.page.close()
