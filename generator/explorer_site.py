@@ -35,6 +35,7 @@ __all__ = [
     "ASSET_FILES",
     "ASSET_PREFIX",
     "ExplorerPage",
+    "copy_assets_to",
     "explorer_key",
     "explorer_placeholder",
     "mkdocs_extra",

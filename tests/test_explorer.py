@@ -22,15 +22,14 @@ import torch
 
 from generator.attention import vit_attention
 from generator.explorer import (
-    ExplorerBlock,
     ExplorerData,
     decode_block,
+    dequantise_rows,
     encode_block,
     explorer_rollout,
     float16_ceil,
     quantisation_error_bound,
     quantise_rows,
-    dequantise_rows,
     swin_explorer_data,
     vit_explorer_data,
 )
@@ -118,15 +117,17 @@ def site(tmp_path_factory, captured):
     pages = {}
     for name, (data, _x, view) in captured.items():
         pages[name] = write_explorer(root, IMAGE_SLUG, MODEL_SLUG[name], data, view)
+    # a sparse (top-k) export of the ViT as a third explorer
+    pages["topk"] = write_explorer(root, IMAGE_SLUG, "vit-topk", captured[VIT][0], captured[VIT][2], top_k=10)
     head = ('<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">'
             '<link rel="stylesheet" href="../assets/vit-explorer/explorer.css"><title>explorer</title></head><body>')
     tail = '<script src="../assets/vit-explorer/explorer.js"></script></body></html>'
     (root / "pages").mkdir()
     for name, page in pages.items():
-        (root / "pages" / f"{MODEL_SLUG[name]}.html").write_text(
+        (root / "pages" / f"{MODEL_SLUG.get(name, 'vit-topk')}.html").write_text(
             head + explorer_placeholder(page, name) + tail, encoding="utf-8")
     (root / "pages" / "both.html").write_text(
-        head + "".join(explorer_placeholder(p, n) for n, p in pages.items()) + tail, encoding="utf-8")
+        head + "".join(explorer_placeholder(pages[n], n) for n in (VIT, SWIN)) + tail, encoding="utf-8")
     manifests = {name: json.loads((root / page.folder / "manifest.json").read_text()) for name, page in pages.items()}
     return root, pages, manifests
 
@@ -704,3 +705,19 @@ def test_in_mkdocs_material_with_instant_navigation(browser, mkdocs_site):
     for x in (w, dark):
         x.check_clean()
         x.page.close()
+
+
+def test_sparse_top_k_export_decodes_in_js(browser, base, site):
+    root, pages, manifests = site
+    m = manifests["topk"]
+    assert m["quantisation"]["top_k"] == 10 and all(b["top_k"] == 10 for b in m["blocks"])
+    w = Watched(browser, base).open("pages/vit-topk.html")
+    for b, h, q in [(0, 0, 0), (3, 2, 17), (5, 3, 49)]:
+        decoded = read_block(root / pages["topk"].folder, m, b)
+        assert np.count_nonzero(decoded[h, q]) <= 10
+        js = w.page.evaluate(f"VitExplorer.row(0, {b}, {h}, {q})")
+        np.testing.assert_allclose(js, decoded[h, q], rtol=1e-12, atol=0)
+    state = w.wait()
+    assert np.count_nonzero(state["map"]["values"]) <= 10 * 4  # mean of 4 heads, 10 keys each
+    w.check_clean()
+    w.page.close()
