@@ -600,6 +600,10 @@ def test_arrow_keys_move_the_query_and_canvas_is_accessible(browser, base):
     assert buttons.count() == 6
     state = w.act(lambda: buttons.nth(2).click())
     assert state["head"] == 2 and buttons.nth(2).get_attribute("aria-pressed") == "true"
+    assert w.page.evaluate("document.activeElement.getAttribute('data-head')") == "2"  # focus survives the redraw
+    before = state["query"]
+    state = w.act(lambda: w.page.keyboard.press("ArrowRight") or w.page.keyboard.press("Enter"))
+    assert state["head"] == 2 and state["query"] == before  # arrow keys move the query only on the map
     # block changes prefetch the neighbours
     w.act(lambda: w.page.locator(".vx-block").fill("2"))
     w.page.wait_for_function("VitExplorer.debugState(0).loadedBlocks.length >= 4")

@@ -520,7 +520,8 @@
     var scale = scaleOf(main.patches);
     var intensities = paint(this.overlay, main.patches, mapGrid, scale, s.cmap);
 
-    // every head of the block, as small buttons
+    // every head of the block, as small buttons (rebuilt; a focused one gets its focus back)
+    var active = document.activeElement, refocus = active && this.headsBox.contains(active) ? active.getAttribute("data-head") : null;
     this.headsBox.textContent = "";
     this.headsBox.hidden = !perHead;
     var headStates = [];
@@ -534,6 +535,7 @@
       var sc = scaleOf(p.values);
       headStates.push({ head: p.head, scale: sc, intensities: paint(c, p.values, mapGrid, sc, s.cmap) });
       b.addEventListener("click", function () { self.state.head = p.head; self.changed(); });
+      if (refocus === String(p.head)) b.focus();
     });
 
     var P = m.prefix_tokens.length, prefixText = m.prefix_tokens.map(function (n, i) {
