@@ -49,6 +49,8 @@ class JobResult:
     tables: dict[str, dict[str, str]] = field(default_factory=dict)
     #: The few record arrays a section keeps for cross-model page extras.
     arrays: dict[str, Any] = field(default_factory=dict)
+    #: What the section's extra outputs (Section.write_outputs) left for the pages.
+    outputs: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

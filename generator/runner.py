@@ -164,7 +164,8 @@ def run(
                     record.model, record.image = job.model, job.image
                     write_data(docs_dir, section.name, model_slug, job, record)
                     tables = write_tables(docs_dir, section, model_slug, record)
-                    pending.append((section, job, record, cached, tables))
+                    outputs = section.write_outputs(docs_dir, model_slug, record)
+                    pending.append((section, job, record, cached, tables, outputs))
                 except FailFast:
                     raise
                 except Exception as exc:
@@ -177,8 +178,9 @@ def run(
                     add_seconds(section.name, time.perf_counter() - started_job)
             del model, work
             gc.collect()
-            tasks = [(section.name, record, job, model_slug) for section, job, record, _, _ in pending]
-            for (section, job, record, cached, tables), (outcome, seconds) in zip(pending, renderer.render(tasks)):
+            tasks = [(section.name, record, job, model_slug) for section, job, record, *_ in pending]
+            for (section, job, record, cached, tables, outputs), (outcome, seconds) in zip(pending,
+                                                                                           renderer.render(tasks)):
                 add_seconds(section.name, seconds)
                 if isinstance(outcome, RenderError):
                     if outcome.write_fault:
@@ -188,6 +190,7 @@ def run(
                     continue
                 results.append(JobResult(section=section.name, model=job.model, image=job.image, key=job.key,
                                          meta=record.meta, figures=outcome, cached=cached, tables=tables,
+                                         outputs=outputs,
                                          arrays={k: record.arrays[k] for k in section.summary_arrays
                                                  if k in record.arrays}))
 

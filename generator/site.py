@@ -158,7 +158,12 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
     page("reproducibility.md.j2", "reproducibility.md", report=report, config=result.config, config_text=config_text)
     page("figure-list.md.j2", "figure-list.md", figures=figure_index(result), dpi=result.config.run.dpi)
     page("run-report.md.j2", "run-report.md", report=report, failures=result.failures)
+    if any(r.outputs.get("manifest") for r in result.results):
+        from .explorer_site import write_explorer_assets
+
+        write_explorer_assets(docs)
     _remove_stale_pages(docs, written)
+    _remove_stale_explorers(docs, result)
     return written
 
 
@@ -198,6 +203,16 @@ def _remove_stale_pages(docs: Path, keep: list[Path]) -> None:
             path.unlink()
 
 
+def _remove_stale_explorers(docs: Path, result: RunResult) -> None:
+    """Drop explorer folders (``explorer/<model>/<image>/``) that this build did not write."""
+    import shutil
+
+    keep = {(docs / r.outputs["manifest"]).parent.resolve() for r in result.results if r.outputs.get("manifest")}
+    for folder in (docs / "explorer").glob("*/*"):
+        if folder.is_dir() and folder.resolve() not in keep:
+            shutil.rmtree(folder)
+
+
 def nav(result: RunResult) -> list[Any]:
     """Navigation mirroring the study's chapters, then the images, figures and the run report.
 
@@ -230,6 +245,10 @@ def write_mkdocs_config(result: RunResult, base_config: Path | None = None) -> P
         f"site_dir: {json.dumps(str(result.config.site_dir))}",
         f"nav: {json.dumps(nav(result), ensure_ascii=False)}",
     ]
+    if any(r.outputs.get("manifest") for r in result.results):
+        from .explorer_site import mkdocs_extra
+
+        lines += [f"{name}: {json.dumps(paths)}" for name, paths in mkdocs_extra().items()]
     write_if_changed(target, ("\n".join(lines) + "\n").encode("utf-8"))
     return target
 

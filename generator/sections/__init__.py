@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .base import ModelInput, Section
+from .explorer import ExplorerSection
 from .faithfulness import FaithfulnessSection
 from .heads import HeadsSection
 from .lime import LimeSection
@@ -13,6 +14,6 @@ from .rollout import RolloutSection
 from .swin import SwinSection
 
 SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection, MapsSection,
-                                         PerturbSection, ProbeSection, FaithfulnessSection)
+                                         PerturbSection, ProbeSection, FaithfulnessSection, ExplorerSection)
 
 __all__ = ["SECTIONS", "ModelInput", "Section"]

@@ -119,6 +119,13 @@ class Section(ABC):
     def render(self, record: Record) -> dict[str, Figure]:
         """Draw the record's figures: figure id ("" for the main one) → matplotlib Figure."""
 
+    def write_outputs(self, docs_dir: Path, model_slug: str, record: Record) -> dict[str, Any]:
+        """Files beyond data, tables and figures (e.g. the explorer's), under the job's own slugs.
+
+        Returns what pages need to link them (kept on the job result as ``outputs``).
+        """
+        return {}
+
     def page_extras(self, results: list) -> dict[str, Any]:
         """Extra page context computed from all models' results for one image (default: none)."""
         return {}
