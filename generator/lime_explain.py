@@ -96,7 +96,7 @@ class GramLimeBase(lime_base.LimeBase):
         """
         chosen = self._forward_selection_gram(np.asarray(data, dtype=np.float64), np.asarray(labels, dtype=np.float64),
                                               np.asarray(weights, dtype=np.float64), num_features)
-        if chosen is None:  # degenerate: let lime (and sklearn's fallbacks) decide exactly as before
+        if chosen is None:  # degenerate: let lime (and sklearn's fallbacks) decide, as lime itself does
             return super().forward_selection(data, labels, weights, num_features)
         return chosen
 

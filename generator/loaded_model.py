@@ -99,7 +99,7 @@ class LoadedModel:
 # rounded down to a power of two within [4, 64], lands on every measured optimum.
 CPU_BATCH_FLOPS = 300e9
 CPU_BATCH_RANGE = (4, 64)
-# Not measured (no GPU was lent to this project yet): accelerators want large batches.
+# Not measured on a GPU: accelerators want large batches.
 ACCELERATOR_BATCH = 64
 
 
