@@ -87,7 +87,7 @@ def swin_fmnist_patch2_28(pretrained: bool = False, **kwargs):
     kwargs = {"num_classes": len(FASHION_MNIST_CLASSES), **SWIN_ARGS, **kwargs}
     return _create_swin_transformer(SWIN_NAME, pretrained=pretrained, **kwargs)
 
-# The shipped training recipes (see generator.train_demo.TrainSettings for the other defaults).
+# The shipped training recipes (see generator.devtools.train_demo.TrainSettings for the other defaults).
 TRAIN_RECIPES = {
     VIT_NAME: dict(epochs=16, threads=1),
     SWIN_NAME: dict(epochs=18, threads=2),
