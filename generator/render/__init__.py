@@ -1,1 +1,5 @@
 """Rendering: records → matplotlib Figures. The only place that draws; it never recomputes."""
+
+#: Bump whenever figures or captions change: figure stamps carry it, so cached figures are drawn again.
+#: (Kept here, free of matplotlib, so that a fully cached build never imports it.)
+RENDER_VERSION = 2
