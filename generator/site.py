@@ -162,7 +162,7 @@ def unique_labels(labels: list[Any]) -> list[str]:
 def figure_downloads(result, figure_id: str, docs: Path) -> list[tuple[str, str]]:
     """(label, path relative to the docs folder) of everything behind one figure: PNG, PDF, the
     numbers it draws (``.data.json``), and its section's table when one belongs to this figure."""
-    from .render.style import data_path
+    from .render import data_path
 
     ref = result.figures[figure_id]
     links = [("PNG", ref.png), ("PDF", ref.pdf)]
@@ -269,7 +269,7 @@ FIGURE_ARCHIVE = "downloads/figures.zip"
 
 def write_figure_archive(result: RunResult) -> Path | None:
     """One archive of every figure (PDF and PNG, with their data files) under ``downloads/``."""
-    from .render.style import data_path
+    from .render import data_path
 
     docs = result.docs_dir
     files = []

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from ..atomic import write_if_changed  # noqa: E402
+from . import data_path  # noqa: E402,F401  (re-exported: the data file beside a figure)
 
 STYLE = {
     "font.family": "DejaVu Sans",
@@ -175,9 +176,7 @@ def save_figure(fig: Figure, stem: Path, dpi: int) -> list[Path]:
     return paths
 
 
-def data_path(png: str) -> str:
-    """The data file that :func:`save_figure` writes beside a figure, from the figure's PNG path."""
-    return png[: -len(".png")] + ".data.json" if png.endswith(".png") else png + ".data.json"
+
 
 
 def new_figure(width: float, height: float, layout: str | None = None) -> Figure:
