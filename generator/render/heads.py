@@ -32,17 +32,23 @@ def head_grid_figure(
     """
     blocks, heads = maps.shape[:2]
     cell = 0.72 if heads > 6 else 0.95
+    # margins in inches around the panel grid: block labels, head titles, the bar's ticks and label
+    left_in, top_in, bottom_in = 0.45, 0.75, 0.45
+    right_in = 1.35 if scale == "row" else 0.1
     image_width = max(1.4, min(2.4, 0.2 * blocks + 1.0))
-    bar = 0.9 if scale == "row" else 0.0
-    fig = new_figure(image_width + cell * heads + bar + 0.4, max(2.4, cell * blocks + 1.0))
-    left, right = fig.subfigures(1, 2, width_ratios=[image_width, cell * heads + bar + 0.4], wspace=0.02)
-    ax_img = left.add_subplot(1, 1, 1)
+    grid_width = cell * (heads + 0.08)
+    width_right = left_in + grid_width + right_in
+    height = cell * blocks + top_in + bottom_in
+    fig = new_figure(image_width + width_right, height)
+    left, right = fig.subfigures(1, 2, width_ratios=[image_width, width_right], wspace=0.0)
+    side = image_width - 0.2  # the input, square, level with block 0
+    ax_img = left.add_axes((0.1 / image_width, 1 - (top_in + side) / height, side / image_width, side / height))
     ax_img.imshow(view, interpolation="lanczos" if view.shape[0] >= 64 else "nearest")
     ax_img.set_title("input", pad=3)
     ax_img.set_axis_off()
-    ax_img.set_anchor("N")  # the image sits at the top, beside block 0
-    grid = right.add_gridspec(blocks, heads + 1, width_ratios=[1.0] * heads + [0.08], wspace=0.06, hspace=0.12,
-                              left=0.12, right=0.86 if bar else 0.98, top=0.86, bottom=0.1)
+    grid = right.add_gridspec(blocks, heads + 1, width_ratios=[1.0] * heads + [0.08], wspace=0.06, hspace=0.06,
+                              left=left_in / width_right, right=1 - right_in / width_right,
+                              top=1 - top_in / height, bottom=bottom_in / height)
     for b in range(blocks):
         row = maps[b]
         vmin, vmax = (float(row.min()), float(row.max())) if scale == "row" else (None, None)
@@ -66,9 +72,10 @@ def head_grid_figure(
                                 ("bottom", "top")):
                 text.set_verticalalignment(va)
     if scale == "row":
-        right.text(0.995, 0.48, "attention weight (one scale per block)", rotation=90, ha="right", va="center",
-                   transform=right.transSubfigure)
-    right.supxlabel(f"attention of {query_label} to each patch", y=0.0, va="bottom")
+        right.text(1 - 0.05 / width_right, 0.5 * (1 + (bottom_in - top_in) / height), "attention weight (one scale per block)",
+                   rotation=90, ha="right", va="center", transform=right.transSubfigure)
+    right.text(0.5 * (1 + (left_in - right_in) / width_right), 0.1 / height, f"attention of {query_label} to each patch",
+               ha="center", va="bottom", transform=right.transSubfigure)
     if title:
         fig.suptitle(title)
     return attach_data(fig, attention=maps, blocks=list(range(blocks)), heads=list(range(heads)),
