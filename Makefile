@@ -6,7 +6,7 @@ CONFIG ?= gallery.toml
 JOBS   ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv site test serve clean clean-cache train-demo bench bench-quick figures
+.PHONY: venv site site-zip test serve clean clean-cache train-demo bench bench-quick figures
 
 venv: $(STAMP)
 
@@ -17,6 +17,12 @@ $(STAMP): pyproject.toml
 
 site: $(STAMP)
 	$(PY) -m generator build --config $(CONFIG) --jobs $(JOBS)
+
+# One deterministic zip of the built site (opens from disk: unzip, open site/index.html).
+SITE_DIR ?= site
+SITE_ZIP ?= build/site.zip
+site-zip: site
+	$(PY) -m generator.site_zip $(SITE_DIR) $(SITE_ZIP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

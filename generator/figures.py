@@ -112,7 +112,9 @@ def _render(section: Section, record: Record, job: Job, cache: ResultCache, docs
     The stamp is per output place (model and image slug): two images with identical bytes share
     the cached result but each gets its own figures.
     """
-    stamp_name = f"figures-{dpi}-{model_slug}-{record.image}"
+    from .render import RENDER_VERSION  # drawing or captions changed: draw again
+
+    stamp_name = f"figures-r{RENDER_VERSION}-{dpi}-{model_slug}-{record.image}"
     stamped = cache.has_stamp(job.key, stamp_name)
     refs: dict[str, FigureRef] = {}
     if stamped:

@@ -7,10 +7,14 @@ of slugs, Markdown built here) pass through unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import io
 import os
 import re
+import shutil
 import subprocess
+import zipfile
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -25,21 +29,27 @@ from . import resources
 from .atomic import write_if_changed
 from .report import run_report_dict
 from .results import JobResult, RunResult
+from .known_labels import read_known_labels
 from .safepaths import claim_folder, ensure_inside, folder_problem
 from .sections import SECTIONS
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~-])")
+#: Characters that mean something to Markdown (or to the extensions used here) or to HTML.
+_SPECIAL = set("\\`*_{}[]()#+!|~-<>&\"'")
 
 
 def escape_md(value: Any) -> str:
-    """Escape a user string for Markdown text: HTML entities, then Markdown punctuation.
+    """Escape a user string for a page: every Markdown or HTML special character becomes a numeric
+    character reference.
+
+    The result reads the same wherever it lands (Markdown text, a table cell, a tab label, a
+    heading, or raw HTML such as a figure caption, where backslash escapes would show), and can
+    never open a tag, a link, a heading or a table cell.
 
     >>> escape_md("<b>x&y</b>_1")
-    '&lt;b&gt;x&amp;y&lt;/b&gt;\\\\_1'
+    '&#60;b&#62;x&#38;y&#60;/b&#62;&#95;1'
     """
-    # Markdown first: the entities html.escape makes (&#x27;) contain '#', which must stay as is.
-    return html.escape(_MD_SPECIAL.sub(r"\\\1", str(value)), quote=True)
+    return "".join(f"&#{ord(c)};" if c in _SPECIAL else c for c in str(value))
 
 
 def escape_attr(value: Any) -> Markup:
@@ -92,10 +102,187 @@ def page_extras(section, results) -> dict:
 
 
 def markdown_table(frame) -> Markup:
-    """A pandas DataFrame as a Markdown table, every cell escaped."""
+    """A pandas DataFrame as a Markdown table, every cell escaped, with a blank line before and after.
+
+    The blank lines are part of the table: a table must never run into the next line (a heading
+    after it would become a table row). Already-converted tables pass through unchanged.
+    """
+    if isinstance(frame, Markup):
+        return frame
     escaped = frame.map(lambda v: escape_md(v) if isinstance(v, str) else v)
     escaped.columns = [escape_md(c) for c in frame.columns]
-    return Markup(escaped.to_markdown(index=False))
+    return Markup("\n" + escaped.to_markdown(index=False) + "\n\n")
+
+
+_FENCE = re.compile(r"^\s*(```|~~~)")
+
+
+def blank_lines_around_tables(text: str) -> str:
+    """Insert a blank line wherever a Markdown table row is followed (or preceded) by a non-table line.
+
+    The safety net behind :func:`markdown_table`: hand-written tables in templates get the same
+    guarantee. Fenced code blocks are left alone.
+    """
+    out: list[str] = []
+    fenced = False
+    previous_row = False
+    for line in text.split("\n"):
+        if _FENCE.match(line):
+            fenced = not fenced
+        stripped = line.strip()
+        row = not fenced and stripped.startswith("|")
+        if not fenced and stripped and not row and previous_row:
+            out.append("")
+        if row and not previous_row and out and out[-1].strip():
+            out.append("")
+        out.append(line)
+        previous_row = row
+    return "\n".join(out)
+
+
+def unique_labels(labels: list[Any]) -> list[str]:
+    """Tab labels, unique within their set by construction: a repeated label gets " (2)", " (3)" …
+
+    mkdocs-material links tabs by label, so two tabs with one label cannot both be opened.
+    """
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        text = str(label)
+        seen[text] = seen.get(text, 0) + 1
+        candidate = text if seen[text] == 1 else f"{text} ({seen[text]})"
+        while candidate in out:
+            seen[text] += 1
+            candidate = f"{text} ({seen[text]})"
+        out.append(candidate)
+    return out
+
+
+def figure_downloads(result, figure_id: str, docs: Path) -> list[tuple[str, str]]:
+    """(label, path relative to the docs folder) of everything behind one figure: PNG, PDF, the
+    numbers it draws (``.data.json``), and its section's table when one belongs to this figure."""
+    from .render import data_path
+
+    ref = result.figures[figure_id]
+    links = [("PNG", ref.png), ("PDF", ref.pdf)]
+    data = data_path(ref.png)
+    if (docs / data).is_file():
+        links.append(("data (JSON)", data))
+    table = result.tables.get(figure_id)
+    if table:
+        links += [("table (CSV)", table["csv"]), ("table (JSON)", table["json"])]
+    return links
+
+
+def figure_html(result, figure_id: str, prefix: str, docs: Path) -> Markup:
+    """One figure as a single line of HTML: the image (alt text: its caption), and a caption that
+    ends with its download links. glightbox shows the same caption (``data-description`` names
+    the figcaption by a class unique to the figure).
+
+    Raw HTML on one line renders the same at the top level and inside an indented tab; every
+    piece of text in it is escaped with :func:`escape_md`, which reads the same in both. Paths
+    are relative to the page's Markdown file, which is also the HTML file's folder because the
+    site is built with ``use_directory_urls: false``.
+    """
+    ref = result.figures[figure_id]
+    caption = escape_md(ref.caption)
+    key = "vgcap-" + hashlib.sha1(ref.png.encode("utf-8")).hexdigest()[:12]
+    links = " · ".join(f'<a href="{html.escape(prefix + path, quote=True)}">{label}</a>'
+                       for label, path in figure_downloads(result, figure_id, docs))
+    src = html.escape(prefix + ref.png, quote=True)
+    return Markup(f'<figure class="vg-figure"><img src="{src}" alt="{caption}" loading="lazy" '
+                  f'data-description=".{key}"><figcaption class="{key}">{caption} '
+                  f'<span class="vg-downloads">{links}</span></figcaption></figure>')
+
+
+#: Image notes that describe a lossless, routine step: kept in the run report, not shown to readers.
+_ROUTINE_NOTE = re.compile(r"^(L|1|I;16|I;16B|I;16L|I|F|LA) converted to RGB$")
+
+
+def reader_notes(image) -> list[str]:
+    """The notes about an image that change what a reader sees (alpha, EXIF rotation, upscaling …)."""
+    return [n for n in image.notes if not _ROUTINE_NOTE.match(n)]
+
+
+def image_facts(image) -> list[str]:
+    """Short facts for the image's file line ("greyscale")."""
+    return ["greyscale" if any(n.startswith(("L converted", "1 converted", "LA ")) for n in image.notes) else "colour"]
+
+
+def predictions(result: RunResult, known: dict[str, str]) -> dict[str, list[dict[str, Any]]]:
+    """Image slug → one row per model: its top-1 class and probability, and whether it matches the
+    image's known label (None when there is none). Read from the first result that has a prediction."""
+    from .render.text import label_matches
+
+    names = {i.slug: i.name for i in result.images}
+    order = {m.name: i for i, m in enumerate(result.models)}
+    display = {m.name: m.display_name for m in result.models}
+    section_order = {cls.name: i for i, cls in enumerate(SECTIONS)}
+    out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for r in sorted(result.results, key=lambda r: section_order.get(r.section, 99)):
+        top = r.meta.get("top") if isinstance(r.meta, dict) else None
+        if not top or r.image not in names or r.model in out[r.image]:
+            continue
+        label = known.get(names[r.image])
+        out[r.image][r.model] = {"model": display.get(r.model, r.model), "label": top[0]["label"],
+                                 "prob": float(top[0]["prob"]), "known": label,
+                                 "correct": None if label is None else label_matches(label, top[0]["label"])}
+    return {image: sorted(rows.values(), key=lambda row: order.get(row["model"], 0))
+            for image, rows in out.items()}
+
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets" / "site"
+
+
+def copy_site_assets(docs: Path) -> list[Path]:
+    """Copy the gallery's CSS and JavaScript (and the vendored file:// worker shim) into the docs."""
+    written = []
+    for source in sorted(ASSETS_DIR.iterdir()):
+        if source.is_file() and source.suffix in (".css", ".js"):
+            target = docs / "assets" / "vit-gallery" / source.name
+            write_if_changed(target, source.read_bytes())
+            written.append(target)
+    return written
+
+
+#: A fixed timestamp for archive entries (the zip format's earliest): archives are byte-stable.
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def deterministic_zip(files: list[tuple[str, Path]]) -> bytes:
+    """A zip of (name in the archive, file) pairs, sorted by name, with fixed dates and modes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
+        for name, path in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            info.create_system = 3
+            with path.open("rb") as handle:
+                archive.writestr(info, handle.read())
+    return buffer.getvalue()
+
+
+FIGURE_ARCHIVE = "downloads/figures.zip"
+
+
+def write_figure_archive(result: RunResult) -> Path | None:
+    """One archive of every figure (PDF and PNG, with their data files) under ``downloads/``."""
+    from .render import data_path
+
+    docs = result.docs_dir
+    files = []
+    for r in result.results:
+        for ref in r.figures.values():
+            for rel in (ref.png, ref.pdf, data_path(ref.png)):
+                if (docs / rel).is_file():
+                    files.append((rel, docs / rel))
+    if not files:
+        return None
+    target = docs / FIGURE_ARCHIVE
+    ensure_inside(docs, target)
+    write_if_changed(target, deterministic_zip(sorted(set(files))))
+    return target
 
 
 def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Path]:
@@ -103,9 +290,10 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
     env = make_environment(templates_dir)
     docs = result.docs_dir
     written: list[Path] = []
+    add_page_globals(env, result)
 
     def page(template: str, target: str, **context: Any) -> None:
-        text = env.get_template(template).render(**context)
+        text = blank_lines_around_tables(env.get_template(template).render(**context))
         path = docs / target
         ensure_inside(docs, path)
         write_if_changed(path, text.encode("utf-8"))
@@ -118,6 +306,10 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
     model_by_name = {m.name: m for m in result.models}
     sections = enabled_sections(result)
 
+    copy_site_assets(docs)
+    known = read_known_labels(result.config.images)
+    predicted = predictions(result, known.labels)
+    archive = write_figure_archive(result)
     for image in result.images:
         _thumbnail(image.rgb, docs / "inputs" / f"{image.slug}.png")
         blocks = []
@@ -128,12 +320,12 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
                 blocks.append({"section": section, "results": items, "extras": extras})
         failures = [f for f in result.failures if f.image == image.slug]
         page("image.md.j2", f"images/{image.slug}.md", image=image, blocks=blocks, models=model_by_name,
-             failures=failures)
+             failures=failures, predictions=predicted.get(image.slug, []), known=known.labels.get(image.name))
 
     report = run_report_dict(result)
     chapters = chapter_list(result)
     page("index.md.j2", "index.md", config=result.config, images=result.images, models=result.models,
-         report=report, chapters=chapters)
+         report=report, chapters=chapters, predictions=predicted, known=known)
     page("chapters/attention.md.j2", "chapters/attention.md", models=result.models)
     page("chapters/obtaining.md.j2", "chapters/obtaining.md")
     for section in sections:
@@ -156,15 +348,44 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
              entries=entries, models=model_by_name, chapter_extras=section.chapter_extras(all_results))
     config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
     page("reproducibility.md.j2", "reproducibility.md", report=report, config=result.config, config_text=config_text)
-    page("figure-list.md.j2", "figure-list.md", figures=figure_index(result), dpi=result.config.run.dpi)
+    page("figure-list.md.j2", "figure-list.md", figures=figure_index(result), dpi=result.config.run.dpi,
+         archive=archive.relative_to(docs).as_posix() if archive else None,
+         archive_mb=archive.stat().st_size / 1e6 if archive else 0)
     page("run-report.md.j2", "run-report.md", report=report, failures=result.failures)
-    if any(r.outputs.get("manifest") for r in result.results):
-        from .explorer_site import write_explorer_assets
+    from .explorer_site import write_explorer_assets  # listed on every page by the theme
 
-        write_explorer_assets(docs)
+    write_explorer_assets(docs)
     _remove_stale_pages(docs, written)
     _remove_stale_explorers(docs, result)
     return written
+
+
+def add_page_globals(env: Environment, result: RunResult) -> None:
+    """What templates need beyond their context: figures with downloads, data links, unique tab labels."""
+    from .render.text import fmt_pct
+
+    docs = result.docs_dir
+    slugs = {m.name: m.slug for m in result.models}
+    env.globals["figure_html"] = lambda r, figure_id, prefix: figure_html(r, figure_id, prefix, docs)
+    env.globals["data_path"] = lambda r: Markup(f"data/{r.section}/{slugs.get(r.model, r.model)}/{r.image}.json")
+    env.globals["unique_labels"] = unique_labels
+    env.globals["verdict"] = verdict
+    env.filters["model_name"] = lambda model, models: models[model].display_name if model in models else str(model)
+    env.filters["tab_name"] = lambda item, models: (
+        (models[item["r"].model].display_name if item["r"].model in models else str(item["r"].model))
+        + (f" · {item['variant']}" if item["variant"] else ""))
+    env.globals["reader_notes"] = reader_notes
+    env.globals["image_facts"] = image_facts
+    env.filters["pct"] = fmt_pct
+
+
+def verdict(correct: bool | None, words: bool = False) -> Markup:
+    """✓ / ✗ (with "yes" / "no" when ``words``) for a prediction against a known label; empty when unknown."""
+    if correct is None:
+        return Markup("")
+    if correct:
+        return Markup(f' <span class="vg-right" title="matches the known label">✓{" yes" if words else ""}</span>')
+    return Markup(f' <span class="vg-wrong" title="does not match the known label">✗{" no" if words else ""}</span>')
 
 
 def enabled_sections(result: RunResult) -> list:
@@ -186,12 +407,16 @@ def figure_index(result: RunResult) -> list[dict[str, str]]:
     """Every written figure with its caption, in page order."""
     names = {i.slug: i.name for i in result.images}
     models = {m.name: m.display_name for m in result.models}
+    titles = {cls.name: cls.title for cls in SECTIONS}
+    docs = result.docs_dir
     rows = []
     for r in result.results:
         for figure_id, ref in r.figures.items():
             section = r.section if not figure_id else f"{r.section} ({figure_id})"
-            rows.append({"section": section, "model": models.get(r.model, r.model), "image": names.get(r.image, r.image),
-                         "image_slug": r.image, "caption": ref.caption, "png": ref.png, "pdf": ref.pdf})
+            rows.append({"section": section, "section_title": titles.get(r.section, r.section),
+                         "model": models.get(r.model, r.model), "image": names.get(r.image, r.image),
+                         "image_slug": r.image, "caption": ref.caption, "png": ref.png, "pdf": ref.pdf,
+                         "downloads": figure_downloads(r, figure_id, docs), "per_image": r.image in names})
     return rows
 
 
@@ -242,13 +467,13 @@ def write_mkdocs_config(result: RunResult, base_config: Path | None = None) -> P
         f"INHERIT: {json.dumps(inherit)}",
         f"site_name: {json.dumps(html.escape(result.config.title, quote=True))}",  # printed as raw HTML
         "docs_dir: docs",
+        # Pages are files (images/x.html), as the offline plugin also sets: the raw-HTML figure
+        # links are written relative to the Markdown file, and the site opens from disk.
+        "use_directory_urls: false",
         f"site_dir: {json.dumps(str(result.config.site_dir))}",
         f"nav: {json.dumps(nav(result), ensure_ascii=False)}",
     ]
-    if any(r.outputs.get("manifest") for r in result.results):
-        from .explorer_site import mkdocs_extra
 
-        lines += [f"{name}: {json.dumps(paths)}" for name, paths in mkdocs_extra().items()]
     write_if_changed(target, ("\n".join(lines) + "\n").encode("utf-8"))
     return target
 
@@ -257,7 +482,7 @@ class SiteBuildError(RuntimeError):
     """mkdocs failed; the message holds its output."""
 
 
-def build_site(mkdocs_config: Path, site_dir: Path | None = None) -> None:
+def build_site(mkdocs_config: Path, site_dir: Path | None = None, keep_source_maps: bool = False) -> None:
     """Run ``mkdocs build --strict`` on the generated config.
 
     ``site_dir`` (the config's) is checked again and marked as the tool's own first: mkdocs
@@ -276,3 +501,25 @@ def build_site(mkdocs_config: Path, site_dir: Path | None = None) -> None:
     )
     if proc.returncode != 0:
         raise SiteBuildError(f"mkdocs build failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}".strip())
+    if site_dir is not None and not keep_source_maps:
+        strip_source_maps(site_dir)
+
+
+_SOURCE_MAP_COMMENT = re.compile(rb"\n?(//# sourceMappingURL=[^\n]*|/\*# sourceMappingURL=[^*]*\*/)\s*$")
+
+
+def strip_source_maps(site_dir: Path) -> int:
+    """Delete the theme's JavaScript/CSS source maps from a built site, and the comments that point
+    to them (a browser's developer tools would otherwise ask for the missing files). Returns the
+    bytes removed."""
+    removed = 0
+    for path in sorted(site_dir.rglob("*.map")):
+        if path.is_file() and path.suffix == ".map":
+            removed += path.stat().st_size
+            path.unlink()
+    for path in sorted(list(site_dir.rglob("*.js")) + list(site_dir.rglob("*.css"))):
+        data = path.read_bytes()
+        stripped = _SOURCE_MAP_COMMENT.sub(b"\n", data)
+        if stripped != data:
+            path.write_bytes(stripped)
+    return removed

@@ -86,7 +86,7 @@ def test_image_page_explorer_matches_the_captured_attention(gallery, served, bro
     from generator.plan import prepare_input
 
     base = served if transport == "http" else (gallery / "site").as_uri() + "/"
-    w = Watched(browser, base).open("images/synthetic-0/index.html" if transport == "file" else "images/synthetic-0/")
+    w = Watched(browser, base).open("images/synthetic-0.html")
     state = w.state(0)
     assert state["family"] == "vit" and not state["error"]
     grid = (7, 7)

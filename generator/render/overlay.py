@@ -20,7 +20,10 @@ def draw_overlay(ax: Axes, view: np.ndarray, mask: np.ndarray, title: str = "", 
     The mask is scaled to its maximum, so the colour scale runs 0…1 for every panel.
     """
     height, width = view.shape[:2]
-    ax.imshow(view, interpolation="nearest" if height < 64 else "antialiased")
+    # Both layers share one frame, pixel edges at 0…width and 0…height (imshow's default puts
+    # pixel centres on integers, i.e. edges at −0.5…width−0.5, which left a half-pixel strip of
+    # bare heat map along the right and bottom edges).
+    ax.imshow(view, extent=(0, width, height, 0), interpolation="nearest" if height < 64 else "antialiased")
     image = ax.imshow(scaled(mask), extent=(0, width, height, 0), cmap=OVERLAY_CMAP, alpha=alpha,
                       vmin=0.0, vmax=1.0, interpolation="bilinear")
     ax.set_xlim(0, width)

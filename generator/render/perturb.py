@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .style import new_figure
+from .lime import wrap_title
+from .style import attach_data, new_figure
+from .text import fmt_pct
 
 
 def variant_figure(thumbnails: list[np.ndarray], names: list[str], original_probs: np.ndarray, top1: str, title: str):
@@ -19,7 +21,7 @@ def variant_figure(thumbnails: list[np.ndarray], names: list[str], original_prob
     for i, (thumb, name) in enumerate(zip(thumbnails, names)):
         ax = fig.add_subplot(grid[0, i])
         ax.imshow(thumb, interpolation="nearest" if thumb.shape[0] < 64 else "antialiased")
-        ax.set_title(name, pad=3)
+        ax.set_title(wrap_title(name, 16), pad=3)
         ax.set_axis_off()
     ax = fig.add_subplot(grid[0, count + 1])
     y = np.arange(count)
@@ -29,7 +31,7 @@ def variant_figure(thumbnails: list[np.ndarray], names: list[str], original_prob
     ax.set_xlim(0, 100)
     ax.set_xlabel(f"P({top1}) %")
     for yi, p in zip(y, original_probs):
-        ax.text(min(100.0 * p + 2, 80), yi, f"{100 * p:.1f}", va="center", fontsize=7)
+        ax.text(min(100.0 * p + 2, 72), yi, fmt_pct(p), va="center")
     ax.spines[["top", "right"]].set_visible(False)
     fig.suptitle(title)
-    return fig
+    return attach_data(fig, variants=list(names), probability_of_original_top1=original_probs, original_top1=top1)

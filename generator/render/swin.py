@@ -8,7 +8,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from .overlay import OVERLAY_CMAP, draw_overlay, scaled
-from .style import new_figure
+from .style import attach_data, label_colorbar, new_figure
 
 WINDOW_COLOUR = "red"
 
@@ -62,24 +62,26 @@ def window_map_figure(
         _window_lines(ax, (gh, gw), geometry["window"], geometry["shift"], sy, sx)
         for r, c in queries:
             ax.add_patch(Rectangle((c * sx, r * sy), sx, sy, fill=False, edgecolor=WINDOW_COLOUR, linewidth=0.9))
-    fig.colorbar(mappable, cax=fig.add_subplot(grid[:, cols]), label="attention / its maximum")
+    for i in range(panels, rows * cols):  # empty cells of the last row
+        fig.add_subplot(grid[divmod(i, cols)]).set_axis_off()
+    label_colorbar(fig.colorbar(mappable, cax=fig.add_subplot(grid[:, cols])), "attention / its maximum")
     fig.suptitle(title)
-    return fig
+    return attach_data(fig, attention=maps, panels=list(labels), query_patches=queries, geometry=geometry)
 
 
 def swin_rollout_figure(view: np.ndarray, relevance: np.ndarray, progression: np.ndarray, title: str) -> Figure:
     """Args: relevance (h, w) over the first stage's grid; progression (stages, h, w)."""
     stages = progression.shape[0]
-    fig = new_figure(1.8 * (stages + 2) + 0.4, 2.3)
+    fig = new_figure(1.8 * (stages + 2) + 0.4, 2.5)
     grid = fig.add_gridspec(1, stages + 3, width_ratios=[1.0] * (stages + 2) + [0.06], wspace=0.08)
     ax = fig.add_subplot(grid[0, 0])
     ax.imshow(view, interpolation="nearest" if view.shape[0] < 64 else "antialiased")
-    ax.set_title("input", pad=3)
+    ax.set_title("input", pad=3)  # (its own axes: no overlay, so the default frame is right)
     ax.set_axis_off()
     draw_overlay(fig.add_subplot(grid[0, 1]), view, relevance, "Swin rollout")
     mappable = None
     for s in range(stages):
         mappable = draw_overlay(fig.add_subplot(grid[0, s + 2]), view, progression[s], f"after stage {s + 1}")
-    fig.colorbar(mappable, cax=fig.add_subplot(grid[0, stages + 2]), label="relevance / its maximum")
+    label_colorbar(fig.colorbar(mappable, cax=fig.add_subplot(grid[0, stages + 2])), "relevance / its maximum")
     fig.suptitle(title)
-    return fig
+    return attach_data(fig, rollout=relevance, after_stage=progression)

@@ -149,11 +149,17 @@ class FaithfulnessSection(Section):
     def page_extras(self, results) -> dict:
         tables = {}
         for r in results:
+            from ..render.text import fmt_column, fmt_number
+
             frame = pd.DataFrame(r.meta["rows"])
+            for column in ("deletion_auc", "insertion_auc", "randomisation_correlation"):
+                frame[column] = fmt_column(list(frame[column]))  # enough digits to tell the methods apart
             random = r.meta["random"]
             frame.loc[len(frame)] = {"method": "random order (mean ± sd)",
-                                     "deletion_auc": f"{random['deletion']['mean']:.3f} ± {random['deletion']['std']:.3f}",
-                                     "insertion_auc": f"{random['insertion']['mean']:.3f} ± {random['insertion']['std']:.3f}",
+                                     "deletion_auc": f"{fmt_number(random['deletion']['mean'])} ± "
+                                                     f"{fmt_number(random['deletion']['std'])}",
+                                     "insertion_auc": f"{fmt_number(random['insertion']['mean'])} ± "
+                                                      f"{fmt_number(random['insertion']['std'])}",
                                      "randomisation_correlation": "", "flagged": ""}
             frame["flagged"] = frame["flagged"].map({True: "yes: barely changes", False: "", "": ""})
             tables[r.model] = frame.rename(columns={"method": "Method", "deletion_auc": "Deletion AUC ↓",
@@ -182,7 +188,11 @@ class FaithfulnessSection(Section):
             mean["score"] = mean["insertion"] - mean["deletion"]
             mean = mean.sort_values("score", ascending=False).reset_index()
             mean.insert(0, "rank", range(1, len(mean) + 1))
-            summary[model] = mean.round(3).rename(columns={
+            from ..render.text import fmt_column
+
+            for column in ("deletion", "insertion", "correlation", "random_deletion", "random_insertion", "score"):
+                mean[column] = fmt_column(list(mean[column]))  # enough digits to separate what is ranked; no "-0"
+            summary[model] = mean.rename(columns={
                 "rank": "Rank", "method": "Method", "images": "Images", "deletion": "Deletion AUC ↓",
                 "insertion": "Insertion AUC ↑", "score": "Insertion − deletion", "correlation": "Rank corr. after randomising",
                 "flagged": "Images flagged", "random_deletion": "Random deletion", "random_insertion": "Random insertion"})

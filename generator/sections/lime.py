@@ -98,27 +98,38 @@ class LimeSection(Section):
 
     def render(self, record: Record) -> dict[str, Figure]:
         from ..render.lime import lime_figure
+        from ..render.text import fmt_pct, short_class_name
 
         m, a = record.meta, record.arrays
         panels, heatmaps = [], []
         for rank, label in enumerate(m["labels"]):
-            name = f"{label['label']} ({100 * label['prob']:.1f}%)"
-            panels.append({"mask": a[f"support_{rank}"], "title": f"for {name}", "support": True})
+            short = short_class_name(label["label"])  # titles are tight; the caption has the full name
+            name = f"{short} ({fmt_pct(label['prob'])})"
+            panels.append({"mask": a[f"support_{rank}"], "title": f"for {name}", "support": True,
+                           "empty": f"no region supports {short}"})
             if m["show_negative"]:
-                panels.append({"mask": a[f"oppose_{rank}"], "title": f"against {name}", "support": False})
+                panels.append({"mask": a[f"oppose_{rank}"], "title": f"against {name}", "support": False,
+                               "empty": f"no region opposes {short}"})
             if m["show_heatmap"]:
-                heatmaps.append({"weights": a[f"weights_{rank}"], "title": f"weights: {label['label']}"})
+                heatmaps.append({"weights": a[f"weights_{rank}"], "title": f"weights: {short}"})
         suffix = " (one segment: degenerate)" if m["degenerate"] else ""
-        return {"": lime_figure(a["view"], panels, f"{m['model_display']}: LIME regions{suffix}", heatmaps)}
+        return {"": lime_figure(a["view"], panels, f"{m['model_display']}: LIME regions{suffix}", heatmaps,
+                                segments=a["segments"])}
 
     def caption(self, record: Record, figure_id: str = "") -> str:
+        from ..render.text import fmt_pct, plural
+
         m = record.meta
-        names = "; ".join(f"#{i + 1} {l['label']} at {100 * l['prob']:.1f}%" for i, l in enumerate(m["labels"]))
+        names = "; ".join(f"#{i + 1} {l['label']} at {fmt_pct(l['prob'])}" for i, l in enumerate(m["labels"]))
+        empty = [l["label"] for rank, l in enumerate(m["labels"])
+                 if f"support_{rank}" in record.arrays and not record.arrays[f"support_{rank}"].any()]
+        none = (f" No superpixel has a positive weight for {' or '.join(empty)}, so its panel is empty."
+                if empty else "")
         degenerate = " The segmentation found a single superpixel, so this explanation is degenerate." if m["degenerate"] else ""
-        return (f"{m['model_display']}: the {m['num_features']} strongest superpixels for each top class (green tint "
-                f"and outline{', red: against the class' if m['show_negative'] else ''}; {names}), from "
-                f"{m['num_samples']} perturbed samples over {m['segments']} {m['segmentation']} superpixels."
-                f"{degenerate}")
+        return (f"{m['model_display']}: for each top class, up to {plural(m['num_features'], 'superpixel')} with the "
+                f"largest positive LIME weights (green tint and outline{', red: against the class' if m['show_negative'] else ''}; "
+                f"{names}), from {m['num_samples']} perturbed samples over "
+                f"{plural(m['segments'], m['segmentation'] + ' superpixel')}.{none}{degenerate}")
 
     def page_extras(self, results) -> dict:
         """IoU of the top-1 supporting regions between every pair of models on this image."""

@@ -113,10 +113,13 @@ class SwinSection(Section):
         target = next(t for t in m["targets"] if figure_id.split("-")[0] == t["id"])
         g = target["geometry"]
         shift = f"shifted by {g['shift'][0]}×{g['shift'][1]}" if any(g["shift"]) else "not shifted"
-        return (f"{m['model_display']}: stage {target['stage']}, block {target['block']}: {target['windows']} windows of "
+        from ..render.text import plural
+
+        return (f"{m['model_display']}: stage {target['stage']}, block {target['block']}: {plural(target['windows'], 'window')} of "
                 f"{g['window'][0]}×{g['window'][1]} patches ({shift}) on a {g['grid'][0]}×{g['grid'][1]} grid; red lines are "
                 f"window borders and red squares the query patch of each window (position {target['query']} inside it). "
-                "One panel per head, then the mean; each scaled to its maximum.")
+                f"One panel per head, then the mean; each scaled to its maximum"
+                f"{'; raw attention on the stage grid' if figure_id.endswith('-raw') else '; drawn over the image'}.")
 
 
 # ------------------------------------------------------------------ relevance maps owned by this section
