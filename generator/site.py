@@ -430,7 +430,6 @@ def _remove_stale_pages(docs: Path, keep: list[Path]) -> None:
 
 def _remove_stale_explorers(docs: Path, result: RunResult) -> None:
     """Drop explorer folders (``explorer/<model>/<image>/``) that this build did not write."""
-    import shutil
 
     keep = {(docs / r.outputs["manifest"]).parent.resolve() for r in result.results if r.outputs.get("manifest")}
     for folder in (docs / "explorer").glob("*/*"):

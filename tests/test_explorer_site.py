@@ -6,7 +6,6 @@ import functools
 import http.server
 import json
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
