@@ -48,6 +48,8 @@ class LoadedModel:
         source: a human description of where the weights came from.
         random_weights: True for ``random:SEED``; every page and figure says so.
         structure: blocks, heads and grid in words (for the pages).
+        timm_name: the timm ``name.tag`` whose pretrained config set the preprocessing and labels
+            (the tag timm resolved when the config names none).
         device_spec: "auto" | "cpu" | "cuda" | "mps" or a torch.device.
         module: the timm model, in eval mode, on ``device``; loaded on first use.
     """
@@ -60,6 +62,7 @@ class LoadedModel:
     source: str
     random_weights: bool
     structure: str
+    timm_name: str = ""
     device_spec: Any = "cpu"
     _module: Any = field(default=None, repr=False)
 
@@ -158,7 +161,8 @@ def identity_key(config: ModelConfig) -> str | None:
                      torch=_package("torch"), timm=_package("timm"))
 
 
-_IDENTITY_FIELDS = ("family", "data_config", "class_names", "weights_sha256", "source", "random_weights", "structure")
+_IDENTITY_FIELDS = ("family", "data_config", "class_names", "weights_sha256", "source", "random_weights", "structure",
+                    "timm_name")
 
 
 def _tuples(value: Any) -> Any:

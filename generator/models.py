@@ -152,9 +152,17 @@ def load_model(config: ModelConfig, device: torch.device | str = "cpu") -> Loade
         source=source,
         random_weights=kind == "random",
         structure=model_structure(module, family),
+        timm_name=timm_name(module, config.arch),
         device_spec=device,
         _module=module,
     )
+
+
+def timm_name(module: torch.nn.Module, arch: str) -> str:
+    """``name.tag`` of the pretrained config timm resolved for ``module`` (``arch`` when it has no tag)."""
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    base = cfg.get("architecture") or arch.partition(".")[0]
+    return f"{base}.{cfg['tag']}" if cfg.get("tag") else arch
 
 
 def model_structure(module: torch.nn.Module, family: Family) -> str:

@@ -84,6 +84,8 @@ class ModelSummary:
     num_classes: int
     data_config: dict[str, Any]
     structure: str = ""
+    #: timm ``name.tag`` whose pretrained config set preprocessing and labels.
+    timm_name: str = ""
 
 
 @dataclass
@@ -523,6 +525,7 @@ def _summarise(model: LoadedModel, slug: str) -> ModelSummary:
         random_weights=model.random_weights,
         num_classes=len(model.class_names),
         structure=model.structure,
+        timm_name=model.timm_name or model.config.arch,
         data_config={k: (list(v) if isinstance(v, tuple) else v) for k, v in model.data_config.items()},
     )
 
