@@ -27,6 +27,7 @@ from .cache import Record, ResultCache, cache_key, canonical_json
 from .config import GalleryConfig
 from .images import ImageItem, display_name, scan_images, slugify, slugify_name, unique_slugs
 from .loaded_model import LoadedModel, environment_threads, open_model
+from .outcomes import JobSkipped, Skip, plural, skip_lines
 from .safepaths import claim_folder, ensure_inside
 from .sections import SECTIONS, ModelInput, Section
 
@@ -102,6 +103,8 @@ class RunResult:
     command: str
     docs_dir: Path
     environment: dict[str, str] = field(default_factory=dict)
+    #: Jobs whose input is absent (a dataset not downloaded): not failures unless --strict.
+    skipped: list[Skip] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -219,6 +222,7 @@ def run(
     results: list[JobResult] = []
     section_seconds: dict[str, float] = {}
     summaries: list[ModelSummary] = []
+    skipped: list[Skip] = []
 
     def record_failure(failure: Failure) -> None:
         failures.append(failure)
@@ -247,6 +251,7 @@ def run(
             command=command or " ".join(sys.argv),
             docs_dir=docs_dir,
             environment=environment_versions(),
+            skipped=skipped,
         )
 
     try:
@@ -300,6 +305,8 @@ def run(
                     pending.append((section, job, record, cached, tables))
                 except FailFast:
                     raise
+                except JobSkipped as exc:
+                    skipped.append(Skip(section=section.name, model=model.name, unit=job.image, reason=str(exc)))
                 except Exception as exc:
                     if write_fault(exc) is not None:
                         raise OutputWriteError(f"cannot write the output in {out}: {write_fault(exc).strerror}",
@@ -544,6 +551,7 @@ def run_report_dict(result: RunResult) -> dict[str, Any]:
         "section_seconds": result.section_seconds,
         "cache": result.cache_stats,
         "failures": [asdict(f) for f in result.failures],
+        "skipped": [asdict(s) for s in result.skipped],
         "environment": result.environment,
     }
 
@@ -558,12 +566,14 @@ def summary_lines(result: RunResult) -> Iterable[str]:
     for r in result.results:
         per_section[r.section] = per_section.get(r.section, 0) + 1
     figures = sum(len(r.figures) for r in result.results)
-    yield (f"{len(result.images)} images × {len(result.models)} models: {len(result.results)} results "
+    yield (f"{plural(len(result.images), 'image')} × {plural(len(result.models), 'model')}: "
+           f"{plural(len(result.results), 'result')} "
            f"({sum(r.cached for r in result.results)} from cache), {figures} figures (PNG + PDF), "
            f"{result.wall_seconds:.1f}s")
     for name, count in per_section.items():
         yield f"  {name:<12} {count:>4} results  {result.section_seconds.get(name, 0):7.1f}s"
     size_mb = result.cache_stats.get("size_bytes", 0) / 1e6
+    yield from skip_lines(result.skipped)
     yield f"cache: {result.cache_stats.get('hits', 0)} hits, {result.cache_stats.get('misses', 0)} misses, {size_mb:.1f} MB"
     if result.failures:
         yield f"{len(result.failures)} FAILURE(S):"
