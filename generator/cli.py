@@ -40,6 +40,8 @@ def _build_options(fn):
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Worker processes that draw figures (outputs are identical for any value)."),
         click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--strict", is_flag=True,
+                     help="Count skipped jobs (a probe dataset that is not there) as failures: exit 1."),
     ]):
         fn = option(fn)
     return fn
@@ -47,16 +49,19 @@ def _build_options(fn):
 
 @main.command()
 @_build_options
-def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, jobs: int, quiet: bool) -> None:
+def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, jobs: int, quiet: bool,
+          strict: bool) -> None:
     """Run every model over every image and enabled section, write the pages, build the site.
 
-    Exit status: 0 when everything succeeded, 1 when anything failed (the rest is kept and
-    listed in the run report), 2 for a bad config.
+    Exit status: 0 when everything succeeded (skipped jobs, such as a probe dataset that is not
+    there, are reported but do not count unless --strict), 1 when anything failed (the rest is
+    kept and listed in the run report), 2 for a bad config.
     """
-    _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only=None)
+    _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only=None, strict=strict)
 
 
-def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only: str | None) -> None:
+def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only: str | None,
+           strict: bool = False) -> None:
     from .atomic import write_fault
     from .builder import build as build_gallery
     from .report import summary_lines
@@ -92,7 +97,7 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
         click.echo(line)
     if outcome.site_dir is not None:
         click.echo(f"site: {outcome.site_dir}")
-    sys.exit(outcome.exit_code)
+    sys.exit(1 if outcome.exit_code or (strict and outcome.run.skipped) else 0)
 
 
 def _stop_on_write_fault(exc: BaseException) -> None:
@@ -113,8 +118,8 @@ def _stop_on_write_fault(exc: BaseException) -> None:
 
 def _section_command(name: str, title: str):
     @_build_options
-    def command(config_path, device, no_cache, fail_fast, no_site, jobs, quiet) -> None:
-        _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only=name)
+    def command(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, strict) -> None:
+        _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only=name, strict=strict)
 
     command.__doc__ = f"Build only the {title!r} section (every other section is switched off for this run)."
     return click.command(name)(command)

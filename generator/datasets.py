@@ -13,9 +13,12 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from .outcomes import JobSkipped
+
 __all__ = [
     "DATASET_SOURCES",
     "DatasetError",
+    "DatasetMissing",
     "DatasetSplits",
     "discover_dataset",
     "files_sha256",
@@ -37,6 +40,10 @@ DATASET_SOURCES = {
 
 class DatasetError(ValueError):
     """A dataset tree that cannot be used; the message says what is wrong and where."""
+
+
+class DatasetMissing(DatasetError, JobSkipped):
+    """A dataset that is not there at all (not downloaded): its jobs are skipped, not failed."""
 
 
 @dataclass

@@ -42,7 +42,8 @@ class ModelIdentity:
         source: a human description of where the weights came from.
         random_weights: True for ``random:SEED``; every page and figure says so.
         structure: blocks, heads and grid in words (for the pages).
-        pretrained_tag: the timm pretrained tag whose config gave preprocessing and labels ("" if none).
+        timm_name: the timm ``name.tag`` whose pretrained config set the preprocessing and labels
+            (the tag timm resolved when the config names none).
     """
 
     family: Family
@@ -52,7 +53,7 @@ class ModelIdentity:
     source: str
     random_weights: bool
     structure: str
-    pretrained_tag: str = ""
+    timm_name: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(canonical_json({f.name: getattr(self, f.name) for f in fields(self)}))

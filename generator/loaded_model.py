@@ -67,6 +67,7 @@ class LoadedModel:
     source = property(lambda self: self.identity.source)
     random_weights = property(lambda self: self.identity.random_weights)
     structure = property(lambda self: self.identity.structure)
+    timm_name = property(lambda self: self.identity.timm_name)
 
     @property
     def name(self) -> str:

@@ -152,8 +152,15 @@ def load_module(config: ModelConfig, device: torch.device | str = "cpu") -> tupl
         source=source,
         random_weights=kind == "random",
         structure=model_structure(module, family),
-        pretrained_tag=str(module.pretrained_cfg.get("tag") or ""),
+        timm_name=timm_name(module, config.arch),
     )
+
+
+def timm_name(module: torch.nn.Module, arch: str) -> str:
+    """``name.tag`` of the pretrained config timm resolved for ``module`` (``arch`` when it has no tag)."""
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    base = cfg.get("architecture") or arch.partition(".")[0]
+    return f"{base}.{cfg['tag']}" if cfg.get("tag") else arch
 
 
 def model_structure(module: torch.nn.Module, family: Family) -> str:
@@ -190,7 +197,9 @@ def hub_unreachable(endpoint: str) -> str | None:
 
     Asked once per process and endpoint, within :data:`HUB_PROBE_SECONDS`, so that a machine
     without a network fails every hub model at once instead of retrying each file for minutes.
-    Proxies set in the environment are honoured (``requests`` reads them).
+    Proxies set in the environment are honoured (``requests`` reads them). A server error (5xx),
+    as a proxy gives when it cannot reach the hub either, counts as unreachable: the hub client
+    would retry those for minutes too.
     """
     import threading
 
@@ -200,8 +209,10 @@ def hub_unreachable(endpoint: str) -> str | None:
 
     def probe() -> None:
         try:
-            requests.head(endpoint, timeout=(HUB_PROBE_SECONDS / 2, HUB_PROBE_SECONDS / 2), allow_redirects=False)
-            outcome.append(None)  # any HTTP answer means the hub is reachable
+            answer = requests.head(endpoint, timeout=(HUB_PROBE_SECONDS / 2, HUB_PROBE_SECONDS / 2),
+                                   allow_redirects=False)
+            # any other HTTP answer means the hub is reachable
+            outcome.append(f"HTTP {answer.status_code} from {endpoint}" if answer.status_code >= 500 else None)
         except requests.RequestException as exc:
             reason = "name resolution failed" if "NameResolution" in str(exc) else type(exc).__name__
             outcome.append(f"{reason} for {endpoint}")

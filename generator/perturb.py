@@ -8,6 +8,13 @@ A region is one of ``box = [x0, y0, x1, y1]`` (pixels, end exclusive), ``rbox = 
 (fractions of the width and height) or ``mask = "file.png"`` (non-zero pixels, same size as the
 image). A region must lie inside the image; an edit whose result would leave the image is
 clipped, and the clipping is reported in the edit's notes.
+
+A variant's numbers are in the photo's pixels, or with ``space = "input"`` in the pixels of the
+model's input (the resized, centre-cropped image the model sees): :func:`to_image_space` maps
+them onto the photo through the model's :class:`~generator.input_frame.InputFrame`, and the edit
+is then applied to the photo at full resolution. Every edit also reports its footprint (the
+pixels it placed or changed) and the pixels it lost past the border, so that the share of an
+edit the model does not see can be measured.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from .input_frame import InputFrame
+
 __all__ = [
     "EditError",
     "Variant",
@@ -29,6 +38,7 @@ __all__ = [
     "load_variants",
     "parse_variants",
     "prediction_table",
+    "to_image_space",
 ]
 
 OPERATIONS = {
@@ -39,6 +49,8 @@ OPERATIONS = {
     "paste": {"source", "source_region", "to"},
 }
 REGION_KEYS = {"box", "rbox", "mask"}
+#: The coordinate spaces a variant may be declared in: the photo's pixels, or the model input's.
+SPACES = ("image", "input")
 
 
 class EditError(ValueError):
@@ -53,6 +65,8 @@ class Variant:
     edits: tuple[dict[str, Any], ...] = ()
     file: Path | None = None
     base_dir: Path | None = None  # for mask and paste-source paths
+    #: "image": numbers are photo pixels; "input": pixels of the model's input (see to_image_space).
+    space: str = "image"
 
 
 @dataclass
@@ -65,8 +79,19 @@ class Region:
 
 @dataclass
 class EditResult:
+    """An edited image, notes on clipping, and where the edit landed.
+
+    Attributes:
+        image: (H, W, 3) uint8.
+        footprint: (H, W) bool, the pixels the edit placed (moved, scaled, split or pasted content)
+            or changed (erased); None when unknown.
+        lost: pixels of placed content that fell past the image border.
+    """
+
     image: np.ndarray
     notes: list[str] = field(default_factory=list)
+    footprint: np.ndarray | None = None
+    lost: int = 0
 
 
 # --------------------------------------------------------------------------- regions
@@ -137,8 +162,10 @@ def paste_patch(image: np.ndarray, patch: np.ndarray, patch_mask: np.ndarray, to
     y0, x0 = max(top, 0), max(left, 0)
     y1, x1 = min(top + ph, height), min(left + pw, width)
     notes = []
+    footprint = np.zeros((height, width), dtype=bool)
     if y1 <= y0 or x1 <= x0:
-        return EditResult(out, [f"{what}: moved entirely outside the image, nothing pasted"])
+        return EditResult(out, [f"{what}: moved entirely outside the image, nothing pasted"], footprint,
+                          int(patch_mask.sum()))
     if (y0, x0, y1, x1) != (top, left, top + ph, left + pw):
         lost = ph * pw - (y1 - y0) * (x1 - x0)
         notes.append(f"{what}: clipped at the image border ({lost} of {ph * pw} pixels lost)")
@@ -146,7 +173,8 @@ def paste_patch(image: np.ndarray, patch: np.ndarray, patch_mask: np.ndarray, to
     sub_mask = patch_mask[y0 - top : y1 - top, x0 - left : x1 - left]
     target = out[y0:y1, x0:x1]
     target[sub_mask] = sub[sub_mask]
-    return EditResult(out, notes)
+    footprint[y0:y1, x0:x1] = sub_mask
+    return EditResult(out, notes, footprint, int(patch_mask.sum() - sub_mask.sum()))
 
 
 def _crop(image: np.ndarray, region: Region) -> tuple[np.ndarray, np.ndarray]:
@@ -204,7 +232,7 @@ def split(image: np.ndarray, region: Region, parts: int = 2, axis: str = "x", ga
     if length < parts:
         raise EditError(f"region is {length} px along {axis}: too small for {parts} parts")
     cuts = np.linspace(0, length, parts + 1).round().astype(int)
-    out = EditResult(fill_region(image, region.mask, fill))
+    out = EditResult(fill_region(image, region.mask, fill), footprint=np.zeros(image.shape[:2], dtype=bool))
     for i in range(parts):
         a, b = cuts[i], cuts[i + 1]
         offset = round((i - (parts - 1) / 2) * gap)
@@ -213,12 +241,12 @@ def split(image: np.ndarray, region: Region, parts: int = 2, axis: str = "x", ga
         else:
             piece, piece_mask, top, left = patch[a:b], patch_mask[a:b], y0 + a + offset, x0
         step = paste_patch(out.image, piece, piece_mask, top, left, f"split part {i + 1}")
-        out = EditResult(step.image, out.notes + step.notes)
+        out = EditResult(step.image, out.notes + step.notes, out.footprint | step.footprint, out.lost + step.lost)
     return out
 
 
 def erase(image: np.ndarray, region: Region, fill: Any = "mean") -> EditResult:
-    return EditResult(fill_region(image, region.mask, fill))
+    return EditResult(fill_region(image, region.mask, fill), footprint=region.mask.copy())
 
 
 def paste(image: np.ndarray, source: np.ndarray, source_region: Region, to: tuple[int, int]) -> EditResult:
@@ -242,9 +270,13 @@ def parse_variants(data: Any, where: str, base_dir: Path | None = None) -> list[
         if name in names:
             raise EditError(f"{where}: duplicate variant name {name!r}")
         names.add(name)
-        unknown = set(entry) - {"name", "edit", "edits"}
+        unknown = set(entry) - {"name", "edit", "edits", "space"}
         if unknown:
             raise EditError(f"{where}: variant {name!r}: unknown keys {sorted(unknown)}")
+        space = entry.get("space", "image")
+        if space not in SPACES:
+            raise EditError(f'{where}: variant {name!r}: space must be "image" (photo pixels) or "input" '
+                            f"(pixels of the model's input), got {space!r}")
         edits = entry.get("edit", entry.get("edits", []))
         if not isinstance(edits, list) or not edits:
             raise EditError(f"{where}: variant {name!r} has no edits")
@@ -268,12 +300,15 @@ def parse_variants(data: Any, where: str, base_dir: Path | None = None) -> list[
             if len(region_keys) != 1:
                 where = "source_region" if op == "paste" else "the edit"
                 raise EditError(f"{label} ({op}): {where} needs exactly one of box, rbox or mask")
+            if "mask" in region and space == "input":
+                raise EditError(f"{label} ({op}): a mask is drawn in photo pixels; with space = \"input\" "
+                                "give the region as box or rbox")
             if "mask" in region and base_dir is not None:
                 _declared_path(base_dir, region["mask"], "mask", f"{label} ({op})")
             if op == "paste":
                 _declared_path(Path("images-folder"), edit.get("source"), "paste source", f"{label} ({op})",
                                lexical=True)
-        variants.append(Variant(name=name, edits=tuple(edits), base_dir=base_dir))
+        variants.append(Variant(name=name, edits=tuple(edits), base_dir=base_dir, space=space))
     return variants
 
 
@@ -322,11 +357,55 @@ def _name_fits(path: Path) -> bool:
     return len(os.fsencode(path.name)) <= limit
 
 
-def apply_variant(image: np.ndarray, variant: Variant, others: dict[str, np.ndarray] | None = None) -> EditResult:
+def to_image_space(variant: Variant, frame: InputFrame) -> Variant:
+    """A ``space = "input"`` variant with its numbers mapped onto the photo through ``frame``.
+
+    Boxes and ``rbox`` (fractions of the model's input) become photo-pixel boxes, ``to`` and
+    ``[x, y]`` anchors photo points, and ``gap`` photo pixels. A paste's ``source_region`` stays
+    in its source image's pixels. Variants in image space are returned unchanged.
+    """
+    if variant.space != "input":
+        return variant
+    in_w, in_h = frame.input_size
+    sx, sy = frame.scale
+
+    def point(x: float, y: float) -> list[int]:
+        px, py = frame.to_image(x, y)
+        return [int(round(px)), int(round(py))]
+
+    edits = []
+    for edit in variant.edits:
+        mapped = dict(edit)
+        if "box" in edit or "rbox" in edit:
+            box = edit.get("box") or edit["rbox"]
+            if not isinstance(box, (list, tuple)) or len(box) != 4:
+                raise EditError(f"variant {variant.name!r}: {'box' if 'box' in edit else 'rbox'} must be [x0, y0, x1, y1]")
+            if "rbox" in edit:
+                box = [box[0] * in_w, box[1] * in_h, box[2] * in_w, box[3] * in_h]
+                del mapped["rbox"]
+            mapped["box"] = point(box[0], box[1]) + point(box[2], box[3])
+        if isinstance(edit.get("to"), (list, tuple)) and len(edit["to"]) == 2:
+            mapped["to"] = point(*edit["to"])
+        if isinstance(edit.get("anchor"), (list, tuple)) and len(edit["anchor"]) == 2:
+            ax, ay = frame.to_image(*edit["anchor"])
+            mapped["anchor"] = [round(ax, 3), round(ay, 3)]
+        if isinstance(edit.get("gap"), (int, float)):
+            mapped["gap"] = int(round(edit["gap"] * (sx if edit.get("axis", "x") == "x" else sy)))
+        edits.append(mapped)
+    return Variant(name=variant.name, edits=tuple(edits), file=variant.file, base_dir=variant.base_dir, space="image")
+
+
+def apply_variant(image: np.ndarray, variant: Variant, others: dict[str, np.ndarray] | None = None,
+                  frame: InputFrame | None = None) -> EditResult:
     """Apply a variant's edits in order to (H, W, 3) uint8 ``image``; return the result and all notes.
 
     Args:
         others: file name → image, for ``paste`` sources.
+        frame: the model's input in ``image``; needed for variants declared with ``space = "input"``.
+
+    Returns:
+        The edited image, its notes, and the union of the edits' footprints (for a hand-made file:
+        the pixels that differ from the original) with the pixels lost past the border.
     """
     if variant.file is not None:
         from .images import load_image
@@ -335,15 +414,22 @@ def apply_variant(image: np.ndarray, variant: Variant, others: dict[str, np.ndar
         if rgb.shape != image.shape:
             rgb = np.asarray(Image.fromarray(rgb).resize(image.shape[1::-1], Image.Resampling.LANCZOS))
             notes.append(f"resized to the original's {image.shape[1]}×{image.shape[0]}")
-        return EditResult(rgb, notes)
-    current = EditResult(image.copy())
+        return EditResult(rgb, notes, footprint=(rgb != image).any(axis=-1))
+    if variant.space == "input":
+        if frame is None:
+            raise EditError(f"variant {variant.name!r} is declared in the model's input (space = \"input\"); "
+                            "it can only be applied for a model")
+        variant = to_image_space(variant, frame)
+    current = EditResult(image.copy(), footprint=np.zeros(image.shape[:2], dtype=bool))
     for j, edit in enumerate(variant.edits):
         where = f"variant {variant.name!r}, edit {j + 1} ({edit.get('op')})"
         try:
             step = _apply_edit(current.image, edit, variant.base_dir, others or {}, where)
         except EditError as exc:
             raise EditError(str(exc) if str(exc).startswith(where) else f"{where}: {exc}") from None
-        current = EditResult(step.image, current.notes + [f"{where}: {n}" for n in step.notes])
+        footprint = current.footprint if step.footprint is None else current.footprint | step.footprint
+        current = EditResult(step.image, current.notes + [f"{where}: {n}" for n in step.notes], footprint,
+                             current.lost + step.lost)
     return current
 
 

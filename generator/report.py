@@ -12,6 +12,7 @@ from typing import Any, Iterable
 from . import __version__
 from .atomic import atomic_write_text
 from .loaded_model import environment_threads
+from .outcomes import plural, skip_lines
 from .results import RunResult
 
 
@@ -50,6 +51,7 @@ def run_report_dict(result: RunResult) -> dict[str, Any]:
         "section_seconds": result.section_seconds,
         "cache": result.cache_stats,
         "failures": [asdict(f) for f in result.failures],
+        "skipped": [asdict(s) for s in result.skipped],
         "environment": result.environment,
     }
 
@@ -64,12 +66,14 @@ def summary_lines(result: RunResult) -> Iterable[str]:
     for r in result.results:
         per_section[r.section] = per_section.get(r.section, 0) + 1
     figures = sum(len(r.figures) for r in result.results)
-    yield (f"{len(result.images)} images × {len(result.models)} models: {len(result.results)} results "
+    yield (f"{plural(len(result.images), 'image')} × {plural(len(result.models), 'model')}: "
+           f"{plural(len(result.results), 'result')} "
            f"({sum(r.cached for r in result.results)} from cache), {figures} figures (PNG + PDF), "
            f"{result.wall_seconds:.1f}s")
     for name, count in per_section.items():
         yield f"  {name:<12} {count:>4} results  {result.section_seconds.get(name, 0):7.1f}s"
     size_mb = result.cache_stats.get("size_bytes", 0) / 1e6
+    yield from skip_lines(result.skipped)
     yield f"cache: {result.cache_stats.get('hits', 0)} hits, {result.cache_stats.get('misses', 0)} misses, {size_mb:.1f} MB"
     if result.failures:
         yield f"{len(result.failures)} FAILURE(S):"

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .outcomes import Skip
+
 if TYPE_CHECKING:
     from .settings import GalleryConfig
     from .images import ImageItem
@@ -67,7 +69,8 @@ class ModelSummary:
     num_classes: int
     data_config: dict[str, Any]
     structure: str = ""
-    pretrained_tag: str = ""
+    #: timm ``name.tag`` whose pretrained config set preprocessing and labels.
+    timm_name: str = ""
 
 
 @dataclass
@@ -84,6 +87,8 @@ class RunResult:
     command: str
     docs_dir: Path
     environment: dict[str, str] = field(default_factory=dict)
+    #: Jobs whose input is absent (a dataset not downloaded): not failures unless --strict.
+    skipped: list[Skip] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -110,7 +115,7 @@ def summarise_model(model: LoadedModel, slug: str) -> ModelSummary:
         random_weights=model.random_weights,
         num_classes=len(model.class_names),
         structure=model.structure,
-        pretrained_tag=model.identity.pretrained_tag,
+        timm_name=model.timm_name or model.config.arch,
         data_config={k: (list(v) if isinstance(v, tuple) else v) for k, v in model.data_config.items()},
     )
 

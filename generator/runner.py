@@ -22,6 +22,7 @@ from .settings import GalleryConfig
 from .figures import RenderError, RenderExecutor, write_data, write_tables
 from .images import ImageItem, display_name, scan_images
 from .loaded_model import open_model
+from .outcomes import JobSkipped, Skip
 from .plan import model_slugs, plan_model
 from .relevance import RelevanceStore
 from .report import environment_versions, trimmed_traceback, write_run_report
@@ -84,6 +85,7 @@ def run(
     results: list[JobResult] = []
     section_seconds: dict[str, float] = {}
     summaries: list[ModelSummary] = []
+    skipped: list[Skip] = []
 
     def record_failure(failure: Failure) -> None:
         failures.append(failure)
@@ -112,6 +114,7 @@ def run(
             command=command or " ".join(sys.argv),
             docs_dir=docs_dir,
             environment=environment_versions(),
+            skipped=skipped,
         )
 
     try:
@@ -168,6 +171,8 @@ def run(
                     pending.append((section, job, record, cached, tables, outputs))
                 except FailFast:
                     raise
+                except JobSkipped as exc:
+                    skipped.append(Skip(section=section.name, model=model.name, unit=job.image, reason=str(exc)))
                 except Exception as exc:
                     if write_fault(exc) is not None:
                         raise OutputWriteError(f"cannot write the output in {out}: {write_fault(exc).strerror}",

@@ -30,6 +30,7 @@ from .atomic import write_if_changed
 from .report import run_report_dict
 from .results import JobResult, RunResult
 from .known_labels import read_known_labels
+from .outcomes import skip_lines
 from .safepaths import claim_folder, ensure_inside, folder_problem
 from .sections import SECTIONS
 
@@ -325,7 +326,9 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
     report = run_report_dict(result)
     chapters = chapter_list(result)
     page("index.md.j2", "index.md", config=result.config, images=result.images, models=result.models,
-         report=report, chapters=chapters, predictions=predicted, known=known)
+         report=report, chapters=chapters, predictions=predicted, known=known,
+         failed_models=failed_models(result),
+         skipped=[line.strip() for line in skip_lines(result.skipped)[1:]])
     page("chapters/attention.md.j2", "chapters/attention.md", models=result.models)
     page("chapters/obtaining.md.j2", "chapters/obtaining.md")
     for section in sections:
@@ -388,7 +391,18 @@ def verdict(correct: bool | None, words: bool = False) -> Markup:
     return Markup(f' <span class="vg-wrong" title="does not match the known label">✗{" no" if words else ""}</span>')
 
 
+def failed_models(result: RunResult) -> list[dict[str, str]]:
+    """The models that could not be loaded, with their config entry and why."""
+    configs = {m.name: m for m in result.config.models}
+    return [{"name": f.model, "arch": configs[f.model].arch if f.model in configs else "",
+             "weights": configs[f.model].weights if f.model in configs else "", "error": f.error}
+            for f in result.failures if f.stage == "model"]
+
+
 def enabled_sections(result: RunResult) -> list:
+    """The sections switched on in the config (none when no model loaded: there is nothing to show)."""
+    if not result.models:
+        return []
     return [s for s in (cls(result.config) for cls in SECTIONS) if s.enabled()]
 
 
@@ -421,9 +435,10 @@ def figure_index(result: RunResult) -> list[dict[str, str]]:
 
 
 def _remove_stale_pages(docs: Path, keep: list[Path]) -> None:
-    """Drop Markdown pages of images that are no longer in the set (strict builds would list them)."""
+    """Drop Markdown pages of images no longer in the set, and of chapters not written this time
+    (a section switched off, or no model loaded), so the site shows no stale results."""
     keep_set = {p.resolve() for p in keep}
-    for path in (docs / "images").glob("*.md"):
+    for path in [*(docs / "images").glob("*.md"), *(docs / "chapters").glob("*.md")]:
         if path.resolve() not in keep_set:
             path.unlink()
 

@@ -107,8 +107,9 @@ def test_shipped_report_config_is_valid():
     from .conftest import ROOT
 
     cfg = load_config(ROOT / "configs" / "report.toml")
-    assert [m.arch for m in cfg.models] == ["vit_base_patch16_224", "swin_base_patch4_window7_224",
-                                            "swin_tiny_patch4_window7_224"]
+    assert [m.arch for m in cfg.models] == ["vit_base_patch16_224.augreg_in21k_ft_in1k",
+                                            "swin_base_patch4_window7_224.ms_in22k_ft_in1k",
+                                            "swin_tiny_patch4_window7_224.ms_in1k"]
     assert all(m.weights == "hub" for m in cfg.models)
     assert sorted(p.name for p in cfg.images.glob("*.jpg")) == ["astronaut.jpg", "chelsea.jpg", "coffee.jpg"]
     assert (cfg.images / "chelsea.jpg.variants.toml").is_file()

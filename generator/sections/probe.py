@@ -10,7 +10,7 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from ..cache import Record, cache_key
-from ..datasets import DATASET_SOURCES, DatasetError, discover_dataset, files_sha256, materialise_builtin
+from ..datasets import DATASET_SOURCES, DatasetMissing, discover_dataset, files_sha256, materialise_builtin
 from ..images import slugify
 from ..loaded_model import LoadedModel
 from ..safepaths import PathError, confined
@@ -91,7 +91,8 @@ class ProbeSection(Section):
             root = self.dataset_root(name)
             if not root.exists():
                 hint = source_hint(name, str(root))
-                raise DatasetError(f"dataset {name!r} not found at {root}" + (f"; get it from {hint}" if hint else ""))
+                raise DatasetMissing(f"dataset {name!r} not found at {root}"
+                                     + (f"; get it from {hint}" if hint else "; put an ImageFolder tree there"))
             self._splits[name] = discover_dataset(root, self.settings.split_seed)
         return self._splits[name]
 
