@@ -10,7 +10,7 @@ from pathlib import Path
 from PIL import Image
 
 from generator.embedded import FASHION_MNIST_CLASSES
-from generator.train_demo import load_fashion_mnist
+from generator.devtools.train_demo import load_fashion_mnist
 
 
 def main(out: Path) -> None:

@@ -113,7 +113,8 @@ def test_bad_regions_name_variant_and_edit(box, fragment):
 def test_table_equals_the_models_softmax():
 
     from generator.config import ModelConfig
-    from generator.models import load_model, preprocess
+    from generator.loaded_model import load_model
+    from generator.models import preprocess
 
     model = load_model(ModelConfig(name="v", arch="vit_fmnist_patch4_28", weights="random:0"))
     pictures = [canvas(), run([{"op": "move", "box": [2, 1, 5, 3], "to": [6, 5]}]).image]

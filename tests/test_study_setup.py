@@ -166,7 +166,7 @@ def _save_random(arch: str, path: Path, **kwargs) -> dict:
 
 
 def test_tag_sets_preprocessing_and_labels_for_file_weights(tmp_path):
-    from generator.models import load_model
+    from generator.loaded_model import load_model
 
     # two tags of one architecture with different normalisation: the file gets its tag's, not the default's
     for tag, mean in (("dino", (0.485, 0.456, 0.406)), ("augreg_in21k_ft_in1k", (0.5, 0.5, 0.5))):
@@ -194,7 +194,8 @@ def test_tag_reaches_hub_weights_from_the_local_cache(tmp_path, monkeypatch):
     import torch
     from huggingface_hub import constants
 
-    from generator.models import hub_files, load_model
+    from generator.loaded_model import load_model
+    from generator.models import hub_files
 
     arch = "vit_small_patch16_224.dino"
     repo, names = hub_files(arch)
@@ -214,7 +215,8 @@ def test_tag_reaches_hub_weights_from_the_local_cache(tmp_path, monkeypatch):
 def test_download_message_names_the_tags_repository_and_file(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
-    from generator.models import WeightsError, load_model
+    from generator.loaded_model import load_model
+    from generator.models import WeightsError
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(WeightsError) as err:
@@ -285,7 +287,7 @@ def test_unreachable_hub_fails_every_hub_model_within_the_limit(tmp_path, monkey
     import generator.models as models
     from huggingface_hub import constants
 
-    from generator.pipeline import run
+    from generator.runner import run
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
