@@ -256,6 +256,8 @@ class KernelShapSettings(MethodSettings):
     features: Literal["patch", "superpixel"] = "patch"
     #: SLIC's target number of segments (features = "superpixel").
     superpixels: Int = Field(default=50, ge=2, le=2000)
+    #: SLIC's colour/space balance (higher: more square segments; noisy images need it high).
+    compactness: Float = Field(default=10.0, gt=0)
     #: Coalitions sampled per image (one forward pass each).
     n_samples: Int = Field(default=200, ge=2, le=100_000)
     #: What an absent feature is filled with.
@@ -272,11 +274,11 @@ class KernelShapSettings(MethodSettings):
         return _positive_batch(value)
 
 
-def slic_segments(view: np.ndarray, n_segments: int) -> np.ndarray:
-    """(H, W) int labels 0..k-1 of SLIC superpixels of ``view`` (H, W, 3) uint8 (skimage, seeded by its grid)."""
+def slic_segments(view: np.ndarray, n_segments: int, compactness: float = 10.0) -> np.ndarray:
+    """(H, W) int labels 0..k-1 of SLIC superpixels of ``view`` (H, W, 3) uint8 (skimage; deterministic)."""
     from skimage.segmentation import slic
 
-    labels = slic(view, n_segments=n_segments, start_label=0)
+    labels = slic(view, n_segments=n_segments, compactness=compactness, start_label=0)
     return np.unique(labels, return_inverse=True)[1].reshape(labels.shape).astype(np.int64)
 
 
@@ -290,7 +292,7 @@ class KernelShapMethod(_LibraryMethod):
 
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
         s = self.settings
-        segments = slic_segments(inputs.view, s.superpixels) if s.features == "superpixel" else None
+        segments = slic_segments(inputs.view, s.superpixels, s.compactness) if s.features == "superpixel" else None
         x = inputs.x[None].to(model.device)
         out = self.run(model, x, [int(target)], segments)
         meta = {"resolution": self.resolution, "features": int(len(np.unique(segments))) if segments is not None
