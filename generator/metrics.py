@@ -1,5 +1,8 @@
 """Faithfulness of relevance maps: deletion and insertion curves (Petsiuk et al., "RISE", BMVC 2018),
-a random-order baseline, and the model-randomisation sanity check (Adebayo et al., NeurIPS 2018).
+a random-order baseline, the model-randomisation sanity check (Adebayo et al., NeurIPS 2018), ROAD
+(remove and debias; Rong et al., ICML 2022) through pytorch-grad-cam's own metric classes, and the
+statistics the comparison across images needs (bootstrap intervals, rank-first counts) with the
+one number format every table uses.
 
 Pure functions: tensors and arrays in, tensors and arrays out. The classifier is passed in as a
 callable, so nothing here knows about timm or hooks.
@@ -8,7 +11,8 @@ callable, so nothing here knows about timm or hooks.
 from __future__ import annotations
 
 import copy
-from typing import Callable, Literal
+from dataclasses import dataclass
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -16,8 +20,16 @@ import torch.nn.functional as F
 from scipy.stats import spearmanr
 
 __all__ = [
+    "Curves",
     "auc",
+    "bootstrap_intervals",
     "cell_relevance",
+    "decimals_to_separate",
+    "faithfulness_curves",
+    "format_number",
+    "pixel_order_map",
+    "rank_first_counts",
+    "road_scores",
     "perturbation_curve",
     "random_baseline",
     "randomise_top",
@@ -153,3 +165,228 @@ def randomise_top(model: torch.nn.Module, blocks: int = 2, seed: int = 0) -> tor
             elif hasattr(sub, "relative_position_bias_table"):
                 torch.nn.init.trunc_normal_(sub.relative_position_bias_table, std=0.02)
     return clone.eval()
+
+
+# --------------------------------------------------------------------------- every curve of one image at once
+
+
+@dataclass(frozen=True)
+class Curves:
+    """Deletion and insertion curves of several cell orders on one image.
+
+    Attributes:
+        fractions: (steps + 1,) share of cells changed, 0 … 1.
+        deletion, insertion: (orders, steps + 1) target probability.
+        forwards: images passed through the model to make them (the three shared end points once,
+            plus every interior point of every order and mode).
+    """
+
+    fractions: np.ndarray
+    deletion: np.ndarray
+    insertion: np.ndarray
+    forwards: int
+
+
+def faithfulness_curves(predict: Predict, x: torch.Tensor, deletion_base: torch.Tensor, insertion_base: torch.Tensor,
+                        orders: Sequence[np.ndarray], grid: tuple[int, int], target: int, step: int = 1,
+                        batch_size: int = 32) -> Curves:
+    """Deletion and insertion curves of every order in one stream of full batches.
+
+    The same numbers as :func:`perturbation_curve` called per order and mode, but the points every
+    order shares are computed once per image: the untouched input (deletion at 0, insertion at 1),
+    the fully removed input (the deletion baseline) and the fully revealed start (the insertion
+    baseline). Interior points of all orders and both modes are batched together.
+
+    Args:
+        predict: (n, 3, H, W) → (n, classes) probabilities.
+        x, deletion_base, insertion_base: (3, H, W).
+        orders: each (gh·gw,) a permutation of the cells, most relevant first.
+        grid: (gh, gw).
+        step: cells per step; the last step takes the rest.
+
+    Returns:
+        :class:`Curves`.
+    """
+    if step < 1:
+        raise ValueError(f"step must be ≥ 1, got {step}")
+    gh, gw = grid
+    cells = gh * gw
+    counts = list(range(0, cells, step)) + [cells]
+    interior = counts[1:-1]
+    height, width = x.shape[-2:]
+    ys = torch.as_tensor((np.arange(height) * gh) // height)
+    xs = torch.as_tensor((np.arange(width) * gw) // width)
+    cell_of_pixel = ys[:, None] * gw + xs[None, :]
+    ranks = []
+    for order in orders:
+        order = np.asarray(order)
+        if sorted(order.tolist()) != list(range(cells)):
+            raise ValueError(f"an order must be a permutation of the {cells} cells")
+        rank = torch.empty(cells, dtype=torch.long)
+        rank[torch.as_tensor(order)] = torch.arange(cells)
+        ranks.append(rank[cell_of_pixel])
+    pixel_ranks = torch.stack(ranks).to(x.device) if ranks else torch.empty(0, height, width, dtype=torch.long)
+    with torch.no_grad():
+        ends = predict(torch.stack([x, deletion_base, insertion_base]))[:, target].detach().double().cpu().numpy()
+    n = len(ranks)
+    deletion = np.empty((n, len(counts)))
+    insertion = np.empty((n, len(counts)))
+    deletion[:, 0], deletion[:, -1] = ends[0], ends[1]
+    insertion[:, 0], insertion[:, -1] = ends[2], ends[0]
+    # jobs: (order, mode (0 deletion, 1 insertion), interior index)
+    jobs = torch.tensor([(o, mode, j) for o in range(n) for mode in (0, 1) for j in range(len(interior))],
+                        dtype=torch.long).view(-1, 3)
+    count_of = torch.tensor(interior, dtype=torch.long, device=x.device)
+    for start in range(0, len(jobs), batch_size):
+        chunk = jobs[start:start + batch_size].to(x.device)
+        masks = (pixel_ranks[chunk[:, 0]] < count_of[chunk[:, 2]][:, None, None])[:, None]  # B, 1, H, W
+        deleting = (chunk[:, 1] == 0).view(-1, 1, 1, 1)
+        begin = torch.where(deleting, x[None], insertion_base[None])
+        replace = torch.where(deleting, deletion_base[None], x[None])
+        batch = torch.where(masks, replace, begin)
+        with torch.no_grad():
+            probs = predict(batch)[:, target].detach().double().cpu().numpy()
+        for (o, mode, j), p in zip(chunk.cpu().tolist(), probs):
+            (deletion if mode == 0 else insertion)[o, j + 1] = p
+    return Curves(np.array(counts, dtype=np.float64) / cells, deletion, insertion, 3 + len(jobs))
+
+
+# --------------------------------------------------------------------------- ROAD
+
+
+def pixel_order_map(relevance: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A map's pixel order as a (H, W) float32 map in [0, 1] (1: most relevant), for ROAD's thresholds.
+
+    ``relevance`` (h, w) is taken to ``size`` by nearest cell (a grid map's cells stay whole), then
+    its values are replaced by their rank, ties by position (as deletion orders cells). ROAD only
+    thresholds the map at percentiles, so this keeps its order and stops a tie (the zeros of a
+    clipped CAM) from moving a whole tied region across a threshold at once.
+    """
+    relevance = np.asarray(relevance, dtype=np.float64)
+    height, width = size
+    rows = (np.arange(height) * relevance.shape[0] // height).clip(0, relevance.shape[0] - 1)
+    cols = (np.arange(width) * relevance.shape[1] // width).clip(0, relevance.shape[1] - 1)
+    pixels = relevance[np.ix_(rows, cols)].reshape(-1)
+    order = np.argsort(-pixels, kind="stable")
+    rank = np.empty(pixels.size, dtype=np.float64)
+    rank[order] = np.arange(pixels.size)
+    return (1.0 - rank / max(pixels.size - 1, 1)).reshape(height, width).astype(np.float32)
+
+
+def road_scores(predict: Predict, x: torch.Tensor, maps: Sequence[np.ndarray], target: int,
+                percentiles: Sequence[int], seed: int = 0, batch_size: int = 32,
+                base_prob: float | None = None) -> dict[str, np.ndarray]:
+    """ROAD (remove and debias) with pytorch-grad-cam's imputer and thresholds, batched.
+
+    For each map and percentile p, ``RemoveMostRelevantFirst(p, NoisyLinearImputer())`` (what
+    ``ROADMostRelevantFirst(p)`` applies) replaces the pixels at or above the map's p-th percentile
+    with a noisy linear interpolation of their neighbours, and ``RemoveLeastRelevantFirst`` does the
+    same for the reversed map. The imputer's noise comes from torch's RNG: every imputation runs in a
+    forked RNG seeded with ``seed`` (the same noise for every method: a paired comparison). Scores are
+    the library's: the target probability after imputation minus before
+    (``ClassifierOutputSoftmaxTarget``), averaged over percentiles, and ``ROADCombined``'s
+    (LeRF − MoRF) / 2. The untouched input's probability is computed once (or passed in).
+
+    Args:
+        predict: (n, 3, H, W) → (n, classes) probabilities.
+        x: (3, H, W).
+        maps: (H, W) float32 maps as the library takes them (see :func:`pixel_order_map`).
+        percentiles: ROAD's thresholds (0 < p < 100).
+
+    Returns:
+        ``morf``, ``lerf``: (maps, percentiles) probability change; ``combined``: (maps,); ``forwards``: int.
+    """
+    from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
+    from pytorch_grad_cam.metrics.road import NoisyLinearImputer
+
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    source = x.detach().cpu()
+    imputed = []
+    for relevance in maps:
+        mask = torch.from_numpy(np.asarray(relevance, dtype=np.float32))
+        for kind in (RemoveMostRelevantFirst, RemoveLeastRelevantFirst):
+            for p in percentiles:
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(seed)
+                    imputed.append(kind(p, NoisyLinearImputer())(source, mask))
+    forwards = len(imputed)
+    if base_prob is None:
+        with torch.no_grad():
+            base_prob = float(predict(x[None])[0, target])
+        forwards += 1
+    after = []
+    for start in range(0, len(imputed), batch_size):
+        with torch.no_grad():
+            batch = torch.stack(imputed[start:start + batch_size]).to(x.device)
+            after.append(predict(batch)[:, target].detach().float().cpu().numpy())
+    change = (np.concatenate(after) if after else np.empty(0, np.float32)).astype(np.float64) - np.float32(base_prob)
+    change = change.reshape(len(maps), 2, len(percentiles))
+    morf, lerf = change[:, 0], change[:, 1]
+    return {"morf": morf, "lerf": lerf, "combined": (lerf.mean(axis=1) - morf.mean(axis=1)) / 2,
+            "forwards": forwards}
+
+
+# --------------------------------------------------------------------------- across images
+
+
+def bootstrap_intervals(values: np.ndarray, level: float = 0.95, samples: int = 2000,
+                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile-bootstrap interval of the mean over images, per column.
+
+    Every column is resampled with the same image indices (a paired bootstrap: methods are compared
+    on the same draws). With one image the interval is that image's value.
+
+    Args:
+        values: (images, columns).
+
+    Returns:
+        low, high: (columns,).
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[0] < 1:
+        raise ValueError(f"values must be (images ≥ 1, columns), got shape {values.shape}")
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level}")
+    n = values.shape[0]
+    index = np.random.default_rng(seed).integers(0, n, size=(samples, n))
+    means = values[index].mean(axis=1)  # samples, columns
+    tail = (1 - level) / 2
+    return np.quantile(means, tail, axis=0), np.quantile(means, 1 - tail, axis=0)
+
+
+def rank_first_counts(scores: np.ndarray, higher_is_better: bool = True, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Per column, the number of rows (images) on which it has the best score; tied bests all count.
+
+    Args:
+        scores: (images, methods).
+        eligible: optional (images, methods) bool; ineligible entries never rank first.
+
+    Returns:
+        (methods,) int.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    signed = scores if higher_is_better else -scores
+    if eligible is not None:
+        signed = np.where(np.asarray(eligible, dtype=bool), signed, -np.inf)
+    best = signed.max(axis=1, keepdims=True)
+    return ((signed == best) & np.isfinite(best)).sum(axis=0).astype(int)
+
+
+def decimals_to_separate(values: Sequence[float], minimum: int = 3, maximum: int = 6) -> int:
+    """The fewest decimals (≥ ``minimum``) at which values that differ at ``maximum`` decimals print apart."""
+    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
+    distinct = len({round(v, maximum) + 0.0 for v in finite})
+    for d in range(minimum, maximum + 1):
+        if len({round(v, d) + 0.0 for v in finite}) == distinct:
+            return d
+    return maximum
+
+
+def format_number(value: float | None, decimals: int = 3) -> str:
+    """The one number format of the faithfulness tables: fixed decimals, never "-0" (e.g. "-0.000" → "0.000")."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    text = f"{float(value):.{decimals}f}"
+    if text.startswith("-") and float(text) == 0:
+        text = text[1:]
+    return text

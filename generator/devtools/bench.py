@@ -500,6 +500,171 @@ def bench_floor(quick: bool, repeats: int) -> dict:
             "models": models}
 
 
+# --------------------------------------------------------------------------- explanation methods and faithfulness
+
+
+def _methods_config(workdir: Path, methods: dict):
+    from ..config import parse_config
+
+    (workdir / "methods-images").mkdir(parents=True, exist_ok=True)
+    return parse_config({"title": "bench", "images": str(workdir / "methods-images"),
+                         "output": str(workdir / "methods-out"), "site_dir": str(workdir / "methods-site"),
+                         "models": [{"name": "m", "arch": "vit_fmnist_patch4_28", "weights": "random:0"}],
+                         "methods": methods})
+
+
+def _passes(module: torch.nn.Module, x: torch.Tensor, target: int, count: int, batch: int, backward: bool) -> None:
+    """``count`` copies of ``x`` (1, 3, H, W) through the model in batches of ``batch``; with ``backward``, the
+    target logit's gradient with respect to the input as well."""
+    for start in range(0, count, batch):
+        n = min(batch, count - start)
+        if backward:
+            inp = x.expand(n, -1, -1, -1).clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(module(inp)[:, target].sum(), inp)
+        else:
+            with torch.inference_mode():
+                module(x.expand(n, -1, -1, -1))
+
+
+def method_passes(name: str, settings, module: torch.nn.Module, batch: int, x: torch.Tensor) -> list[tuple[int, int, bool]]:
+    """The forward (and backward) passes a method needs on one image: (count, batch, backward) groups.
+
+    Grad-CAM family: 1 forward + 1 backward (EigenCAM: 1 forward). Score-CAM: 1 forward + one per
+    channel of the target layer. Integrated Gradients: ``n_steps`` forward+backward. SmoothGrad:
+    ``nt_samples`` forward+backward. Occlusion: 1 + one per window. KernelSHAP: 1 + ``n_samples``
+    forwards. LRP: 1 forward + 1 backward.
+    """
+    from ..methods.common import detect_family, patch_size
+
+    def size(value):
+        return batch if value == "auto" else value
+
+    if name in ("grad-cam", "hirescam", "grad-cam-plusplus", "lrp"):
+        return [(1, 1, True)]
+    if name == "eigencam":
+        return [(1, 1, False)]
+    if name == "score-cam":
+        family = detect_family(module)
+        channels = module.blocks[-1].norm1.normalized_shape[0] if family == "vit" else \
+            module.layers[-1].blocks[-1].norm1.normalized_shape[0]
+        return [(1, 1, False), (channels, size(settings.batch_size), False)]
+    if name == "integrated-gradients":
+        return [(settings.n_steps, size(settings.internal_batch_size), True)]
+    if name == "smoothgrad":
+        return [(settings.nt_samples, size(settings.batch_size), True)]
+    if name == "occlusion":
+        ph, pw = patch_size(module) if settings.window == "patch" else settings.window
+        windows = (x.shape[-2] // ph) * (x.shape[-1] // pw)
+        return [(1, 1, False), (windows, size(settings.batch_size), False)]
+    if name == "kernel-shap":
+        return [(1, 1, False), (settings.n_samples, size(settings.batch_size), False)]
+    raise ValueError(f"no pass count for {name!r}")
+
+
+def bench_methods(quick: bool, repeats: int, workdir: Path) -> list[dict]:
+    """Each library method through the registry against the forward/backward passes it needs, alone.
+
+    Embedded ViT (trained weights): every method with its default settings, ``repeats`` repeats. ViT-B/16
+    (random weights, one 224 px image): fewer repeats and lighter settings (stated in each row's
+    ``settings``), Score-CAM skipped (768 forward passes of ViT-B per map: ~1.5 min per repeat here).
+    """
+    from ..loaded_model import load_model
+    from ..methods.registered import LIBRARY_METHODS
+    from ..relevance import RelevanceStore, map_specs
+    from ..settings import ModelConfig
+
+    out = []
+    cases = [("vit_fmnist_patch4_28", f"file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors", repeats, {})]
+    if quick:
+        cases[0] = (cases[0][0], cases[0][1], 1, {"integrated-gradients": {"n_steps": 8}, "smoothgrad": {"nt_samples": 4},
+                                                   "kernel-shap": {"n_samples": 40}})
+    else:
+        cases.append(("vit_base_patch16_224", "random:0", max(1, min(repeats, 3)),
+                      {"score-cam": {"enabled": False}, "integrated-gradients": {"n_steps": 16},
+                       "smoothgrad": {"nt_samples": 8}, "occlusion": {"window": [32, 32]},
+                       "kernel-shap": {"n_samples": 64}}))
+    for arch, weights, reps, methods in cases:
+        model = load_model(ModelConfig(name="bench", arch=arch, weights=weights))
+        cfg = _methods_config(workdir, methods)
+        size = model.input_size
+        x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+        with torch.inference_mode():
+            target = int(model.module(x)[0].argmax())
+        from ..inputs import ModelInput
+
+        inputs = ModelInput(view=np.zeros((*size, 3), np.uint8), x=x[0])
+        batch = model.batch_size("auto")
+        image = type("Image", (), {"sha256": "bench", "slug": "bench"})()
+        for spec in map_specs(cfg, model):
+            if spec.method.name not in LIBRARY_METHODS:
+                continue
+            passes = method_passes(spec.method.name, spec.method.settings, model.module, batch, x)
+
+            def ours(spec=spec):
+                RelevanceStore(None).get(spec, model, image, inputs, target)
+
+            def needed(passes=passes):
+                for count, per, backward in passes:
+                    _passes(model.module, x, target, count, per, backward)
+
+            times = alternate({"ours": ours, "passes": needed}, reps)
+            r = statistics.median(times["ours"]) / statistics.median(times["passes"])
+            extra = {"passes": [{"count": c, "batch": b, "backward": bw} for c, b, bw in passes],
+                     "settings": spec.method.settings.model_dump(), "repeats": reps}
+            if r > 1.15:
+                extra["largest_costs"] = top_cost(ours)
+            out.append(row(f"{spec.method.label} vs its passes: {arch}", times["ours"], times["passes"], "≤ 1.15×",
+                           r <= 1.15, **extra))
+    return out
+
+
+def bench_faithfulness_curves(quick: bool, repeats: int) -> list[dict]:
+    """The faithfulness curves of one image (every method's order plus random orders, deletion and insertion,
+    shared end points once) against the forward passes of as many inputs in the same batches."""
+    import timm
+
+    from ..metrics import faithfulness_curves
+
+    out = []
+    for arch, grid, step, orders in ([("vit_fmnist_patch4_28", 7, 1, 21)] if quick else
+                                     [("vit_fmnist_patch4_28", 7, 1, 21), ("vit_base_patch16_224", 14, 14, 8)]):
+        torch.manual_seed(0)
+        model = timm.create_model(arch, pretrained=False).eval()
+        from ..loaded_model import auto_batch_size
+        from ..models import forward_flops
+
+        size = model.pretrained_cfg["input_size"][-1]
+        batch = auto_batch_size(forward_flops(model, (size, size)))
+        x = torch.randn(3, size, size)
+        base = torch.zeros_like(x)
+        perms = [np.random.default_rng(s).permutation(grid * grid) for s in range(orders)]
+
+        def predict(b):
+            with torch.inference_mode():
+                return model(b).softmax(-1)
+
+        count = faithfulness_curves(predict, x, base, base, perms, (grid, grid), 0, step, batch).forwards
+        xs = x[None].expand(batch, -1, -1, -1).clone()
+
+        def forwards():
+            predict(torch.stack([x, base, base]))
+            for start in range(0, count - 3, batch):
+                predict(xs[:min(batch, count - 3 - start)])
+
+        reps = repeats if arch.endswith("_28") else max(1, min(repeats, 3))
+        times = alternate({"ours": lambda: faithfulness_curves(predict, x, base, base, perms, (grid, grid), 0, step,
+                                                               batch),
+                           "forwards": forwards}, reps)
+        r = statistics.median(times["ours"]) / statistics.median(times["forwards"])
+        extra = {"forwards": count, "orders": orders, "grid": grid, "step": step, "batch_size": batch, "repeats": reps}
+        if r > 1.15:
+            extra["largest_costs"] = top_cost(lambda: faithfulness_curves(predict, x, base, base, perms, (grid, grid),
+                                                                          0, step, batch))
+        out.append(row(f"faithfulness curves vs their forward passes: {arch}", times["ours"], times["forwards"],
+                       "≤ 1.15×", r <= 1.15, **extra))
+    return out
+
+
 def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json") -> dict:
     repeats = 5
     torch.manual_seed(0)
@@ -515,7 +680,8 @@ def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json") -> di
     }
     try:
         for step in (lambda: bench_capture(quick, repeats), lambda: bench_lime(quick, repeats),
-                     lambda: bench_probe(quick, repeats, work), lambda: bench_incremental(quick, repeats, work)):
+                     lambda: bench_probe(quick, repeats, work), lambda: bench_incremental(quick, repeats, work),
+                     lambda: bench_faithfulness_curves(quick, repeats), lambda: bench_methods(quick, repeats, work)):
             for r in step():
                 results["rows"].append(r)
                 print(_format(r), flush=True)

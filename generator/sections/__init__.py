@@ -12,6 +12,7 @@ from .perturb import PerturbSection
 from .probe import ProbeSection
 from .rollout import RolloutSection
 from .swin import SwinSection
+from ..methods import registered as _library_methods  # noqa: F401,E402  (registers the library methods, after the sections' own)
 
 SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection, MapsSection,
                                          PerturbSection, ProbeSection, FaithfulnessSection, ExplorerSection)
