@@ -10,9 +10,10 @@ from .maps import MapsSection
 from .perturb import PerturbSection
 from .probe import ProbeSection
 from .rollout import RolloutSection
+from .stats import StatsSection
 from .swin import SwinSection
 
-SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection, MapsSection,
+SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, StatsSection, LimeSection, MapsSection,
                                          PerturbSection, ProbeSection, FaithfulnessSection)
 
 __all__ = ["SECTIONS", "ModelInput", "Section"]
