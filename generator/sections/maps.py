@@ -69,6 +69,27 @@ class MapsSection(Section):
         return {"": maps_figure(a["view"], maps, [x["title"] for x in m["methods"]], m["scale"],
                                 f"{m['model_display']}: where each method looks for {m['target']}")}
 
+    def page_extras(self, results) -> dict:
+        """Sanity-check warnings for each model's maps, from the faithfulness results of the same image
+        (set beside the grid wherever it appears)."""
+        from dataclasses import asdict
+
+        from ..findings import sanity_check_failed
+
+        if self.build is None:
+            return {}
+        wanted = {(r.model, r.image) for r in results}
+        sanity: dict[str, list] = {}
+        for f in self.build.results:
+            if f.section != "faithfulness" or (f.model, f.image) not in wanted:
+                continue
+            how = f"top {f.meta['randomise_blocks']} blocks and the classifier head re-initialised"
+            for row in f.meta["rows"]:
+                caveat = sanity_check_failed(row["method"], row["randomisation_correlation"], f.meta["flag_correlation"], how)
+                if caveat is not None:
+                    sanity.setdefault(f.model, []).append(asdict(caveat))
+        return {"sanity": sanity}
+
     def chapter_extras(self, results) -> dict:
         seen = {}
         for r in results:

@@ -133,7 +133,14 @@ class PerturbSection(Section):
                 f"top-1 class, {m['original_top1']}, in each.")
 
     def page_extras(self, results) -> dict:
-        return {"tables": {r.model: pd.DataFrame(r.meta["table"]) for r in results}}
+        from dataclasses import asdict
+
+        from ..claims import perturb_caveats
+
+        images = {i.slug: i for i in self.build.images} if self.build is not None else {}
+        confounds = {r.model: [asdict(c) for c in perturb_caveats(self.config, images[r.image], r.meta)]
+                     for r in results if r.image in images}
+        return {"tables": {r.model: pd.DataFrame(r.meta["table"]) for r in results}, "confounds": confounds}
 
 
 def _thumbnail(rgb: np.ndarray) -> np.ndarray:
