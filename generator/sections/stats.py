@@ -82,7 +82,8 @@ class StatsSection(Section):
     per_image = False
 
     def units(self) -> list[str]:
-        return [UNIT]
+        """One unit, the whole image set; none when the folder holds no image files."""
+        return [UNIT] if self._image_files() else []
 
     def _image_files(self) -> list:
         from ..images import IMAGE_SUFFIXES
