@@ -171,7 +171,8 @@ class StatsSection(Section):
                  for i in range(0, len(x), s.batch_size)]
         st = parts[0] if len(parts) == 1 else _concat_swin(parts)
         arrays, blocks = {}, []
-        for (stage, block), b in sorted(st.blocks.items()):
+        for (stage0, block0), b in sorted(st.blocks.items()):
+            stage, block = stage0 + 1, block0 + 1  # counted from 1 on pages, as in [sections.swin] targets
             key = f"s{stage}b{block}"
             arrays[f"{key}_kernels"] = b.mean_kernel.astype(np.float32)
             for name in ("mean_distance", "mean_distance_px", "entropy", "bias_correlation"):
