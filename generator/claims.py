@@ -22,7 +22,7 @@ from .attention_stats import bootstrap_interval
 from .findings import Finding, edit_confounds, edit_effect, lime_models_agree, mean_fusion_best, not_testable, study_claims
 from .results import JobResult, RunResult
 
-__all__ = ["claims_context", "perturb_caveats"]
+__all__ = ["claims_context", "perturb_caveats", "sanity_caveats"]
 
 #: Bootstrap of the claim numbers (the statistics section's own settings, when it ran, are used instead).
 N_BOOT, SEED, CONFIDENCE = 2000, 0, 0.95
@@ -143,6 +143,29 @@ def _lime_rows(result: RunResult) -> list[dict]:
         return [_row("—", not_testable("lime_cross_model_agreement", why), "—")]
     finding = lime_models_agree({pair: float(np.mean(v)) for pair, v in per_pair.items()})
     return [_row("all model pairs", finding, _interval(per_image, 2)["text"], "mean IoU of the top-1 regions per image")]
+
+
+def sanity_caveats(build: RunResult | None, results: list[JobResult], methods=None) -> dict[str, list[dict]]:
+    """Model → the failed sanity checks (:func:`generator.findings.sanity_check_failed`, as dicts) of the
+    maps shown for ``results``' images, read from the faithfulness section's results of the same
+    image and model. ``methods``: keep only maps whose title passes this test (default: all)."""
+    from .findings import sanity_check_failed
+
+    if build is None:
+        return {}
+    wanted = {(r.model, r.image) for r in results}
+    out: dict[str, list[dict]] = {}
+    for f in build.results:
+        if f.section != "faithfulness" or (f.model, f.image) not in wanted:
+            continue
+        how = f"top {f.meta['randomise_blocks']} blocks and the classifier head re-initialised"
+        for row in f.meta["rows"]:
+            if methods is not None and not methods(row["method"]):
+                continue
+            caveat = sanity_check_failed(row["method"], row["randomisation_correlation"], f.meta["flag_correlation"], how)
+            if caveat is not None:
+                out.setdefault(f.model, []).append(asdict(caveat))
+    return out
 
 
 def perturb_caveats(config, image, record_meta: dict) -> list:

@@ -72,23 +72,9 @@ class MapsSection(Section):
     def page_extras(self, results) -> dict:
         """Sanity-check warnings for each model's maps, from the faithfulness results of the same image
         (set beside the grid wherever it appears)."""
-        from dataclasses import asdict
+        from ..claims import sanity_caveats
 
-        from ..findings import sanity_check_failed
-
-        if self.build is None:
-            return {}
-        wanted = {(r.model, r.image) for r in results}
-        sanity: dict[str, list] = {}
-        for f in self.build.results:
-            if f.section != "faithfulness" or (f.model, f.image) not in wanted:
-                continue
-            how = f"top {f.meta['randomise_blocks']} blocks and the classifier head re-initialised"
-            for row in f.meta["rows"]:
-                caveat = sanity_check_failed(row["method"], row["randomisation_correlation"], f.meta["flag_correlation"], how)
-                if caveat is not None:
-                    sanity.setdefault(f.model, []).append(asdict(caveat))
-        return {"sanity": sanity}
+        return {"sanity": sanity_caveats(self.build, results)}
 
     def chapter_extras(self, results) -> dict:
         seen = {}
