@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from .attention_stats import bootstrap_interval
-from .findings import Finding, edit_confounds, edit_effect, lime_models_agree, mean_fusion_best, not_testable, study_claims
+from .caveats import perturb_caveats
+from .findings import Finding, edit_effect, lime_models_agree, mean_fusion_best, not_testable, study_claims
 from .results import JobResult, RunResult
 
-__all__ = ["claims_context", "perturb_caveats", "sanity_caveats"]
+__all__ = ["claims_context"]
 
 #: Bootstrap of the claim numbers (the statistics section's own settings, when it ran, are used instead).
 N_BOOT, SEED, CONFIDENCE = 2000, 0, 0.95
@@ -145,38 +146,6 @@ def _lime_rows(result: RunResult) -> list[dict]:
     return [_row("all model pairs", finding, _interval(per_image, 2)["text"], "mean IoU of the top-1 regions per image")]
 
 
-def sanity_caveats(build: RunResult | None, results: list[JobResult], methods=None) -> dict[str, list[dict]]:
-    """Model → the failed sanity checks (:func:`generator.findings.sanity_check_failed`, as dicts) of the
-    maps shown for ``results``' images, read from the faithfulness section's results of the same
-    image and model. ``methods``: keep only maps whose title passes this test (default: all)."""
-    from .findings import sanity_check_failed
-
-    if build is None:
-        return {}
-    wanted = {(r.model, r.image) for r in results}
-    out: dict[str, list[dict]] = {}
-    for f in build.results:
-        if f.section != "faithfulness" or (f.model, f.image) not in wanted:
-            continue
-        how = f"top {f.meta['randomise_blocks']} blocks and the classifier head re-initialised"
-        for row in f.meta["rows"]:
-            if methods is not None and not methods(row["method"]):
-                continue
-            caveat = sanity_check_failed(row["method"], row["randomisation_correlation"], f.meta["flag_correlation"], how)
-            if caveat is not None:
-                out.setdefault(f.model, []).append(asdict(caveat))
-    return out
-
-
-def perturb_caveats(config, image, record_meta: dict) -> list:
-    """The confound caveats of one image's perturbation record (:func:`generator.findings.edit_confounds`)."""
-    from .sections.perturb import PerturbSection
-
-    variants = {v.name: list(v.edits) for v in PerturbSection(config).variants(image)}
-    probs = {row["Variant"]: row["Original top-1 %"] / 100.0 for row in record_meta["table"]}
-    return edit_confounds(variants, probs, record_meta["original_top1"])
-
-
 def _edit_rows(result: RunResult, claim_id: str) -> tuple[list[dict], list[dict]]:
     """Placement or size claim rows, and the confound caveats (placement only)."""
     from .findings import edit_aspects, position_only_pair
@@ -224,7 +193,7 @@ def _edit_rows(result: RunResult, claim_id: str) -> tuple[list[dict], list[dict]
             else:
                 rows.append(_row(where, not_testable(claim_id, "no declared variant, and no pair of variants, differs "
                                                      "from another only in position"), "—"))
-        for c in perturb_caveats(result.config, image, r.meta):
+        for c in perturb_caveats(variants, r.meta):
             caveats.append({"where": where, "caveat": asdict(c)})
     if not rows:
         why = ("the perturbation section is off" if not _enabled(result, "perturb") else

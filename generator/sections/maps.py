@@ -72,7 +72,7 @@ class MapsSection(Section):
     def page_extras(self, results) -> dict:
         """Sanity-check warnings for each model's maps, from the faithfulness results of the same image
         (set beside the grid wherever it appears)."""
-        from ..claims import sanity_caveats
+        from ..caveats import sanity_caveats
 
         return {"sanity": sanity_caveats(self.build, results)}
 

@@ -135,10 +135,11 @@ class PerturbSection(Section):
     def page_extras(self, results) -> dict:
         from dataclasses import asdict
 
-        from ..claims import perturb_caveats
+        from ..caveats import perturb_caveats
 
         images = {i.slug: i for i in self.build.images} if self.build is not None else {}
-        confounds = {r.model: [asdict(c) for c in perturb_caveats(self.config, images[r.image], r.meta)]
+        confounds = {r.model: [asdict(c) for c in perturb_caveats(
+                         {v.name: list(v.edits) for v in self.variants(images[r.image])}, r.meta)]
                      for r in results if r.image in images}
         return {"tables": {r.model: pd.DataFrame(r.meta["table"]) for r in results}, "confounds": confounds}
 

@@ -107,7 +107,7 @@ class RolloutSection(Section):
 
     def page_extras(self, results) -> dict:
         """Failed sanity checks of the rollout maps (faithfulness results of the same image and model)."""
-        from ..claims import sanity_caveats
+        from ..caveats import sanity_caveats
 
         return {"sanity": sanity_caveats(self.build, results, lambda title: "rollout" in title)}
 
