@@ -37,7 +37,7 @@ from generator.attention_stats import (
 )
 from generator.embedded import SWIN_NAME, VIT_NAME
 from generator.swin import BlockGeometry, full_attention_from_windows, window_attention
-from generator.train_demo import _to_model_input
+from generator.devtools.train_demo import _to_model_input
 
 from .conftest import ROOT
 from .test_attention import assert_no_hooks
