@@ -38,7 +38,15 @@ __all__ = [
     "VERDICTS",
     "Claim",
     "Finding",
+    "Caveat",
+    "NEAR_CHANCE_FACTOR",
+    "POSITION_KEYS",
     "bias_explains_attention",
+    "edit_aspects",
+    "edit_confounds",
+    "near_chance",
+    "position_only_pair",
+    "sanity_check_failed",
     "edit_effect",
     "growing_sparsity",
     "late_sparse_rows",
@@ -243,7 +251,8 @@ def spatial_then_content(mean_distance: Sequence[float], positional: Sequence[fl
                      f"≤ {-TREND_MIN_RHO:.2f} needed; scores {pos[0]:.2f} → {pos[-1]:.2f})")
     else:
         parts.append(f"heads do become less positional (ρ = {rho:.2f})")
-    sentence = "This model contradicts the study's spatial-then-content picture: " + ", but ".join(parts) + "."
+    joiner = ", and " if not nearer and not fading else ", but "
+    sentence = "This model contradicts the study's spatial-then-content picture: " + joiner.join(parts) + "."
     return Finding(cid, "contradicted", sentence, numbers, thresholds)
 
 
@@ -451,9 +460,9 @@ def edit_effect(original: Mapping[str, float], edited: Mapping[str, float], *,
     thresholds = {"EDIT_MIN_DROP": EDIT_MIN_DROP}
     if drop >= EDIT_MIN_DROP or new_top != top:
         change = f"the top class becomes {new_top}" if new_top != top else f"{top} stays on top"
-        return Finding(claim_id, "supported", f"{edit.capitalize()} changes the prediction, as in the study: "
+        return Finding(claim_id, "supported", f"{edit[:1].upper() + edit[1:]} changes the prediction, as in the study: "
                        f"{top} goes from {before:.1%} to {after:.1%} and {change}.", numbers, thresholds)
-    return Finding(claim_id, "contradicted", f"{edit.capitalize()} barely changes the prediction, unlike in the "
+    return Finding(claim_id, "contradicted", f"{edit[:1].upper() + edit[1:]} barely changes the prediction, unlike in the "
                    f"study: {top} goes from {before:.1%} to {after:.1%} (a drop of at least {EDIT_MIN_DROP:.0%} "
                    f"needed) and stays the top class.", numbers, thresholds)
 
@@ -484,3 +493,149 @@ def swin_findings(stats: SwinAttentionStats) -> list[Finding]:
     classes = [c for key in sorted(stats.blocks) for c in stats.blocks[key].classes]
     correlations = [float(v) for key in sorted(stats.blocks) for v in stats.blocks[key].bias_correlation.mean(axis=0)]
     return [swin_head_shapes(classes), bias_explains_attention(correlations)]
+
+
+# ----------------------------------------------------------------------------- caveats from the data
+
+#: A prediction whose top-1 probability is below this many times the uniform probability (1 / classes)
+#: is near chance: the model does not recognise the image, and its explanations are labelled as such.
+NEAR_CHANCE_FACTOR = 3.0
+#: Position-only keys of an edit: two variants whose edits differ only in these differ only in placement.
+POSITION_KEYS = frozenset({"anchor", "to", "dx", "dy", "offset", "position"})
+
+
+@dataclass(frozen=True)
+class Caveat:
+    """A warning made from numbers by a rule (not a verdict on a study claim).
+
+    Attributes:
+        kind: "near_chance", "sanity_check" or "confounded_edit".
+        sentence: the sentence shown beside the result it qualifies.
+        numbers: the measured values; thresholds: the named thresholds used.
+    """
+
+    kind: str
+    sentence: str
+    numbers: dict = field(default_factory=dict)
+    thresholds: dict = field(default_factory=dict)
+
+
+def near_chance(top_prob: float, num_classes: int) -> Caveat | None:
+    """A caveat when the top-1 probability is below ``NEAR_CHANCE_FACTOR`` × 1 / ``num_classes``.
+
+    Returns:
+        None when the prediction is clear of chance (or the class count is unknown).
+    """
+    if not num_classes or num_classes < 2 or not math.isfinite(top_prob):
+        return None
+    uniform = 1.0 / num_classes
+    limit = NEAR_CHANCE_FACTOR * uniform
+    if top_prob >= limit:
+        return None
+    return Caveat("near_chance", f"Near chance: the top class has {top_prob:.1%}, below {NEAR_CHANCE_FACTOR:g}× the "
+                  f"uniform {uniform:.1%} of {num_classes} classes ({limit:.1%}). The model does not recognise this "
+                  f"image; the explanations below explain a guess.",
+                  {"top_prob": top_prob, "num_classes": num_classes, "limit": limit},
+                  {"NEAR_CHANCE_FACTOR": NEAR_CHANCE_FACTOR})
+
+
+def sanity_check_failed(method: str, correlation: float, threshold: float, how: str = "") -> Caveat | None:
+    """A caveat when a map barely changes after the model is randomised: |ρ| ≥ ``threshold``.
+
+    The check is two-sided: a strong negative rank correlation also means the map follows the input
+    or the architecture rather than the trained weights.
+
+    Args:
+        method: the map's title.
+        correlation: Spearman ρ between the map and the map of the randomised model.
+        threshold: the faithfulness section's ``flag_correlation``.
+        how: what was randomised, for the sentence.
+    """
+    if not math.isfinite(correlation) or abs(correlation) < threshold:
+        return None
+    randomised = f" ({how})" if how else ""
+    return Caveat("sanity_check", f"Sanity check failed: {method}'s map keeps a rank correlation of {correlation:.2f} "
+                  f"with the map of the randomised model{randomised}; |ρ| ≥ {threshold:.2f} fails. It reflects the "
+                  f"input or the architecture more than what this model learned.",
+                  {"method": method, "correlation": correlation}, {"flag_correlation": threshold})
+
+
+def edit_aspects(edits: Sequence[Mapping]) -> set[str]:
+    """What a variant's edits change: "size", "position", "content" (erase, split, paste, other ops)."""
+    out: set[str] = set()
+    for edit in edits:
+        op = edit.get("op")
+        if op == "scale":
+            if float(edit.get("factor", 0.5)) != 1.0:
+                out.add("size")
+            if edit.get("anchor", "center") not in ("center", "centre"):
+                out.add("position")
+        elif op == "move":
+            out.add("position")
+        else:
+            out.add("content")
+    return out
+
+
+def position_only_pair(a: Sequence[Mapping], b: Sequence[Mapping]) -> bool:
+    """True when two edit lists are the same except for position keys (and do differ in one)."""
+    if len(a) != len(b):
+        return False
+    differs = False
+    for x, y in zip(a, b):
+        if x.get("op") != y.get("op"):
+            return False
+        for key in set(x) | set(y):
+            if x.get(key) != y.get(key):
+                if key not in POSITION_KEYS:
+                    return False
+                differs = True
+    return differs
+
+
+def edit_confounds(variants: Mapping[str, Sequence[Mapping]], original_top_prob: Mapping[str, float],
+                   top_class: str) -> list[Caveat]:
+    """Caveats for the location/size study: which variants change more than one thing, and which
+    pair of variants isolates position.
+
+    Args:
+        variants: variant name → its declared edits (dicts with "op" and the op's keys).
+        original_top_prob: variant name → probability (0–1) of the original's top class; the key
+            "Original" holds the unedited image's.
+        top_class: the original's top class, for the sentences.
+
+    Returns:
+        One caveat per variant that moves the object and also changes its size or content (the
+        sentence gives the size-only variant's effect when there is one, showing the confound), and
+        one per pair of variants that differ only in position (the clean location comparison).
+    """
+    out: list[Caveat] = []
+    aspects = {name: edit_aspects(edits) for name, edits in variants.items()}
+    before = original_top_prob.get("Original")
+    size_only = [n for n, a in aspects.items() if a == {"size"}]
+    for name, changed in aspects.items():
+        if "position" not in changed or len(changed) < 2 or before is None:
+            continue
+        others = " and ".join(sorted(changed - {"position"}))
+        numbers = {"variant": name, "changes": sorted(changed), "before": before, "after": original_top_prob.get(name)}
+        sentence = (f"“{name}” changes the {others} as well as the position, so against the original it cannot "
+                    f"isolate location.")
+        for s in size_only:
+            drop = before - original_top_prob.get(s, float("nan"))
+            numbers[f"drop_{s}"] = drop
+            if math.isfinite(drop) and drop >= EDIT_MIN_DROP:
+                sentence += (f" The size change alone (“{s}”) already moves {top_class} from {before:.1%} to "
+                             f"{original_top_prob[s]:.1%}.")
+        out.append(Caveat("confounded_edit", sentence, numbers, {"EDIT_MIN_DROP": EDIT_MIN_DROP}))
+    names = list(variants)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if position_only_pair(variants[a], variants[b]):
+                pa, pb = original_top_prob.get(a), original_top_prob.get(b)
+                if pa is None or pb is None:
+                    continue
+                out.append(Caveat("position_pair", f"“{a}” and “{b}” differ only in where the object sits: "
+                                  f"{top_class} has {pa:.1%} in one and {pb:.1%} in the other, a difference of "
+                                  f"{abs(pa - pb):.1%} that is due to placement alone.",
+                                  {"a": a, "b": b, "p_a": pa, "p_b": pb}, {}))
+    return out

@@ -81,7 +81,18 @@ def make_environment(templates_dir: Path | None = None) -> Environment:
     env.filters["pct"] = lambda p: f"{100.0 * float(p):.1f}%"
     env.filters["path"] = lambda p: Markup(str(p))  # only ever slugs and fixed names
     env.filters["md_table"] = markdown_table
+    env.globals["near_chance"] = _near_chance
     return env
+
+
+def _near_chance(top_prob: float, num_classes: int) -> dict | None:
+    """The near-chance caveat of a prediction (:func:`generator.findings.near_chance`), as a dict, or None."""
+    from dataclasses import asdict
+
+    from .findings import near_chance
+
+    caveat = near_chance(float(top_prob), int(num_classes))
+    return asdict(caveat) if caveat else None
 
 
 def _thumbnail(rgb: np.ndarray, path: Path, size: int = 256) -> None:
@@ -349,6 +360,7 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
         all_results = [r for r in result.results if r.section == section.name]
         page("chapters/section.md.j2", f"chapters/{slug}.md", chapter={"title": title, "intro": intro},
              entries=entries, models=model_by_name, chapter_extras=section.chapter_extras(all_results))
+    write_claims_page(result, page)
     config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
     page("reproducibility.md.j2", "reproducibility.md", report=report, config=result.config, config_text=config_text)
     page("figure-list.md.j2", "figure-list.md", figures=figure_index(result), dpi=result.config.run.dpi,
@@ -403,7 +415,17 @@ def enabled_sections(result: RunResult) -> list:
     """The sections switched on in the config (none when no model loaded: there is nothing to show)."""
     if not result.models:
         return []
-    return [s for s in (cls(result.config) for cls in SECTIONS) if s.enabled()]
+    sections = [s for s in (cls(result.config) for cls in SECTIONS) if s.enabled()]
+    for s in sections:  # extras that read another section's results (maps: the sanity check)
+        s.build = result
+    return sections
+
+
+def write_claims_page(result: RunResult, page) -> None:
+    """The chapter that tests the study's claims on this build's results (:mod:`generator.claims`)."""
+    from .claims import claims_context
+
+    page("chapters/claims.md.j2", "chapters/claims.md", **claims_context(result))
 
 
 def chapter_list(result: RunResult) -> list[dict[str, str]]:
@@ -413,6 +435,7 @@ def chapter_list(result: RunResult) -> list[dict[str, str]]:
     for section in enabled_sections(result):
         slug, title, _ = section.chapter
         chapters.append({"title": title, "path": f"chapters/{slug}.md"})
+    chapters.append({"title": "The study's claims, tested", "path": "chapters/claims.md"})
     chapters.append({"title": "Reproducibility", "path": "reproducibility.md"})
     return chapters
 

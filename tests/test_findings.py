@@ -129,3 +129,41 @@ def test_findings_from_stats_cover_their_claims_and_handle_one_image():
     shapes, bias = fi.swin_findings(stats)
     assert shapes.claim_id == "swin_head_shapes" and shapes.numbers["heads"] == 3
     assert bias.claim_id == "swin_position_bias" and bias.verdict in fi.VERDICTS
+
+
+# ----------------------------------------------------------------------------- caveats
+
+
+def test_near_chance_flips_at_three_times_uniform():
+    limit = fi.NEAR_CHANCE_FACTOR / 10
+    below, above = fi.near_chance(limit - EPS, 10), fi.near_chance(limit + EPS, 10)
+    assert above is None
+    assert below is not None and below.kind == "near_chance" and "does not recognise" in below.sentence
+    assert below.numbers["limit"] == pytest.approx(limit)
+    assert fi.near_chance(0.01, 1) is None  # one class: no chance level
+
+
+@pytest.mark.parametrize("rho, flagged", [(0.5, True), (0.49, False), (-0.5, True), (-0.49, False), (float("nan"), False)])
+def test_sanity_check_is_two_sided_and_states_its_threshold(rho, flagged):
+    caveat = fi.sanity_check_failed("rollout (mean)", rho, 0.5, "top 2 blocks re-initialised")
+    assert (caveat is not None) == flagged
+    if caveat:
+        assert f"{rho:.2f}" in caveat.sentence and "|ρ| ≥ 0.50" in caveat.sentence
+
+
+def test_edit_confounds_on_the_default_declarations():
+    size = [{"op": "scale", "box": [0, 0, 28, 28], "factor": 0.6, "anchor": "center", "fill": [0, 0, 0]}]
+    location = [{"op": "scale", "box": [0, 0, 28, 28], "factor": 0.6, "anchor": "top-left", "fill": [0, 0, 0]}]
+    split = [{"op": "split", "box": [0, 0, 28, 28], "parts": 2, "axis": "x", "gap": 6, "fill": [0, 0, 0]}]
+    variants = {"Size test": size, "Location test": location, "Split test": split}
+    assert fi.edit_aspects(size) == {"size"} and fi.edit_aspects(location) == {"size", "position"}
+    assert fi.position_only_pair(size, location) and not fi.position_only_pair(size, split)
+    probs = {"Original": 0.88, "Size test": 0.01, "Location test": 0.03, "Split test": 0.5}
+    caveats = fi.edit_confounds(variants, probs, "Ankle boot")
+    kinds = [c.kind for c in caveats]
+    assert kinds == ["confounded_edit", "position_pair"]
+    assert "Location test" in caveats[0].sentence and "size change alone" in caveats[0].sentence
+    assert "differ only in where the object sits" in caveats[1].sentence
+    # a size change below the threshold is not blamed
+    quiet = fi.edit_confounds(variants, {**probs, "Size test": 0.88 - fi.EDIT_MIN_DROP + EPS}, "Ankle boot")
+    assert "size change alone" not in quiet[0].sentence

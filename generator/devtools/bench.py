@@ -474,6 +474,80 @@ def bench_scaling(quick: bool, workdir: Path) -> dict:
                     "the build's, read through a small wrapper process so the bench's own memory is not inherited"}
 
 
+_RUSAGE_CHILD = """
+import json, resource, subprocess, sys, time
+start = time.perf_counter()
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall_s": time.perf_counter() - start, "cpu_s": usage.ru_utime + usage.ru_stime}))
+"""
+
+
+def _default_gallery(workdir: Path, name: str, stats: bool, quick: bool) -> Path:
+    """The default gallery (gallery.toml, images/fashion) with its output under ``workdir``; the
+    statistics section on or off. ``quick`` keeps three images and skips probe and faithfulness."""
+    images = ROOT / "images" / "fashion"
+    if quick:
+        folder = workdir / f"{name}-images"
+        folder.mkdir(parents=True, exist_ok=True)
+        for source in sorted(images.glob("[0-2]-*.png")):
+            shutil.copy(source, folder / source.name)
+        images = folder
+    text = (ROOT / "gallery.toml").read_text()
+    text = text.replace('images = "images/fashion"', f'images = "{images}"')
+    text = text.replace('output = "build"', f'output = "{workdir / name / "build"}"')
+    text = text.replace('site_dir = "site"', f'site_dir = "{workdir / name / "site"}"')
+    text = text.replace("generator/weights/", f"{ROOT}/generator/weights/")
+    if quick:
+        text = text.replace("num_samples = 1000", "num_samples = 100")
+        for section in ("probe", "faithfulness"):
+            text = text.replace(f"[sections.{section}]\n", f"[sections.{section}]\nenabled = false\n")
+    if not stats:
+        text += "\n[sections.stats]\nenabled = false\n"
+    config = workdir / f"{name}.toml"
+    config.write_text(text)
+    return config
+
+
+def bench_stats_overhead(quick: bool, repeats: int, workdir: Path, keep: Path | None = None) -> dict:
+    """Cold builds of the default gallery with the attention-statistics section on and off, alternating.
+
+    Each build is a fresh ``build --no-cache --no-site`` process under a small wrapper that reports
+    its wall time and the CPU time (user + sys) of the whole child process tree
+    (``RUSAGE_CHILDREN``): on a shared machine CPU time is the steadier measure. Goal: the
+    section adds at most 10 %. ``keep``: copy the docs of the last build with statistics there
+    (for reading its pages).
+    """
+    runs: dict[str, list[dict]] = {"on": [], "off": []}
+    for _ in range(repeats):
+        for mode in ("on", "off"):
+            config = _default_gallery(workdir, f"stats-{mode}", mode == "on", quick)
+            shutil.rmtree(workdir / f"stats-{mode}", ignore_errors=True)
+            proc = subprocess.run([sys.executable, "-c", _RUSAGE_CHILD, sys.executable, "-m", "generator", "build",
+                                   "--config", str(config), "--quiet", "--no-site", "--no-cache"],
+                                  capture_output=True, text=True, cwd=ROOT)
+            if proc.returncode != 0:
+                raise RuntimeError(f"build ({mode}) failed: {proc.stderr[-2000:]}")
+            point = json.loads(proc.stdout.strip().splitlines()[-1])
+            report = json.loads((workdir / f"stats-{mode}" / "build" / "run_report.json").read_text())
+            point["stats_section_s"] = report["section_seconds"].get("stats", 0.0)
+            runs[mode].append(point)
+            print(f"stats {mode}: wall {point['wall_s']:.1f}s cpu {point['cpu_s']:.1f}s "
+                  f"(stats section {point['stats_section_s']:.1f}s)", flush=True)
+    if keep is not None:
+        shutil.rmtree(keep, ignore_errors=True)
+        shutil.copytree(workdir / "stats-on" / "build" / "docs", keep)
+    med = {mode: {k: statistics.median(p[k] for p in runs[mode]) for k in ("wall_s", "cpu_s", "stats_section_s")}
+           for mode in runs}
+    cpu_ratio = med["on"]["cpu_s"] / med["off"]["cpu_s"]
+    wall_ratio = med["on"]["wall_s"] / med["off"]["wall_s"]
+    return {"name": "attention statistics: cold default build, section on vs off", "runs": runs, "median": med,
+            "cpu_ratio": cpu_ratio, "wall_ratio": wall_ratio, "repeats": repeats,
+            "stats_share_of_on_build": med["on"]["stats_section_s"] / med["on"]["wall_s"],
+            "goal": "≤ 1.10× (CPU time)", "met": cpu_ratio <= 1.10,
+            "note": "medians over alternating runs" if repeats > 1 else "one run each"}
+
+
 def bench_floor(quick: bool, repeats: int) -> dict:
     import timm
 
@@ -685,6 +759,8 @@ def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json") -> di
             for r in step():
                 results["rows"].append(r)
                 print(_format(r), flush=True)
+        results["stats_overhead"] = bench_stats_overhead(quick, 1 if quick else 3, work)
+        print(json.dumps(results["stats_overhead"]["median"], indent=1), flush=True)
         results["scaling"] = bench_scaling(quick, work)
         print(json.dumps(results["scaling"], indent=1), flush=True)
         results["memory"] = bench_memory(quick, work)

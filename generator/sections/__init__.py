@@ -11,10 +11,11 @@ from .maps import MapsSection
 from .perturb import PerturbSection
 from .probe import ProbeSection
 from .rollout import RolloutSection
+from .stats import StatsSection
 from .swin import SwinSection
 from ..methods import registered as _library_methods  # noqa: F401,E402  (registers the library methods, after the sections' own)
 
-SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, LimeSection, MapsSection,
+SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, StatsSection, LimeSection, MapsSection,
                                          PerturbSection, ProbeSection, FaithfulnessSection, ExplorerSection)
 
 __all__ = ["SECTIONS", "ModelInput", "Section"]

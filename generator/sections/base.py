@@ -53,6 +53,9 @@ class Section(ABC):
         #: Relevance maps by content (a :class:`generator.relevance.RelevanceStore`), set by the runner;
         #: sections that compare maps read them through it.
         self.store: Any = None
+        #: The finished build (a :class:`generator.results.RunResult`), set by the page writer, for
+        #: page extras that read another section's results (e.g. the maps read the sanity check).
+        self.build: Any = None
 
     def relevance_store(self) -> Any:
         """The build's relevance-map store, or a private in-memory one when none was given."""

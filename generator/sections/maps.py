@@ -69,6 +69,13 @@ class MapsSection(Section):
         return {"": maps_figure(a["view"], maps, [x["title"] for x in m["methods"]], m["scale"],
                                 f"{m['model_display']}: where each method looks for {m['target']}")}
 
+    def page_extras(self, results) -> dict:
+        """Sanity-check warnings for each model's maps, from the faithfulness results of the same image
+        (set beside the grid wherever it appears)."""
+        from ..caveats import sanity_caveats
+
+        return {"sanity": sanity_caveats(self.build, results)}
+
     def chapter_extras(self, results) -> dict:
         seen = {}
         for r in results:

@@ -166,7 +166,15 @@ class PerturbSection(Section):
                 f"top-1 class, {m['original_top1']}, in each.{crop}")
 
     def page_extras(self, results) -> dict:
-        return {"tables": {r.model: pd.DataFrame(r.meta["table"]) for r in results}}
+        from dataclasses import asdict
+
+        from ..caveats import perturb_caveats
+
+        images = {i.slug: i for i in self.build.images} if self.build is not None else {}
+        confounds = {r.model: [asdict(c) for c in perturb_caveats(
+                         {v.name: list(v.edits) for v in self.variants(images[r.image])}, r.meta)]
+                     for r in results if r.image in images}
+        return {"tables": {r.model: pd.DataFrame(r.meta["table"]) for r in results}, "confounds": confounds}
 
 
 def _thumb_box(box, image_size: tuple[int, int]) -> list[float]:

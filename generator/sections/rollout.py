@@ -105,6 +105,12 @@ class RolloutSection(Section):
                                                   f"{m['model_display']}: plain vs gradient-weighted rollout")
         return figures
 
+    def page_extras(self, results) -> dict:
+        """Failed sanity checks of the rollout maps (faithfulness results of the same image and model)."""
+        from ..caveats import sanity_caveats
+
+        return {"sanity": sanity_caveats(self.build, results, lambda title: "rollout" in title)}
+
     def caption(self, record: Record, figure_id: str = "") -> str:
         m = record.meta
         norm = "rows re-normalised" if m["normalize"] else "rows not re-normalised"
