@@ -25,6 +25,8 @@ class Failure:
     model: str | None = None
     section: str | None = None
     traceback: str = ""
+    #: The Dask worker's address when the job ran on one (None: in this process).
+    worker: str | None = None
 
 
 @dataclass
@@ -82,6 +84,11 @@ class RunResult:
     command: str
     docs_dir: Path
     environment: dict[str, str] = field(default_factory=dict)
+    #: How compute ran (:meth:`generator.executors.ExecutorSpec.describe`).
+    executor: dict[str, Any] = field(default_factory=dict)
+    #: Dataset mode: the whole set (``images`` above is the sample that gets pages), labels and
+    #: accuracy per model (:func:`generator.runner.dataset_summary`); None otherwise.
+    dataset: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
