@@ -44,8 +44,13 @@ class BuildResult:
 
 def build(config: GalleryConfig, *, use_cache: bool = True, fail_fast: bool | None = None, jobs: int = 1,
           site: bool = True, progress: bool = False, command: str = "",
-          log: Callable[[str], None] = lambda message: None) -> BuildResult:
+          log: Callable[[str], None] = lambda message: None, executor: str = "local", scheduler: str | None = None,
+          workers: int | None = None, chunk_size: int = 8, torch_threads: int | None = None) -> BuildResult:
     """Run every model over every image and enabled section, write the pages, build the site.
+
+    ``executor`` is "local" (compute in this process) or "dask": join the cluster at
+    ``scheduler``, or start a LocalCluster of ``workers`` processes; tasks hold ``chunk_size``
+    images (:mod:`generator.executors`). The outputs are the same whichever runs them.
 
     Raises:
         OutputWriteError: the output cannot be written (read-only, no space); its ``result`` holds
@@ -53,11 +58,14 @@ def build(config: GalleryConfig, *, use_cache: bool = True, fail_fast: bool | No
         FailFast: with ``fail_fast``, at the first failure.
     """
     from .atomic import write_fault
+    from .executors import ExecutorSpec
     from .runner import OutputWriteError, run
     from .site import SiteBuildError, build_site, write_mkdocs_config, write_pages
 
+    spec = ExecutorSpec(kind=executor, scheduler=scheduler, workers=workers, chunk_size=chunk_size,
+                        torch_threads=torch_threads)
     result = run(config, use_cache=use_cache, fail_fast=fail_fast, progress=progress, command=command, jobs=jobs,
-                 log=log)
+                 log=log, executor=spec)
     try:
         pages = write_pages(result)
         mkdocs_config = write_mkdocs_config(result)

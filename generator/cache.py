@@ -90,6 +90,10 @@ class ResultCache:
         atomic_write_text(folder / "meta.json", canonical_json(meta))
         atomic_write_text(folder / "ok", _digest(folder) + "\n")
 
+    def has(self, key: str) -> bool:
+        """Whether a stamped entry exists for ``key`` (not read nor checked, and not counted: :meth:`get` does that)."""
+        return self.enabled and (self._dir(key) / "ok").is_file()
+
     def has_stamp(self, key: str, name: str) -> bool:
         """Whether an extra success stamp (e.g. "figures") exists for ``key``."""
         return self.enabled and (self._dir(key) / f"{name}.ok").is_file()

@@ -42,6 +42,14 @@ def _build_options(fn):
         click.option("--quiet", is_flag=True, help="No progress bars."),
         click.option("--strict", is_flag=True,
                      help="Count skipped jobs (a probe dataset that is not there) as failures: exit 1."),
+        click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                     help="Where compute runs: this process, or a Dask cluster (outputs are identical)."),
+        click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="With --executor dask: join the Dask scheduler at ADDRESS (e.g. tcp://host:8786)."),
+        click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="With --executor dask and no --scheduler: start a LocalCluster of N worker processes."),
+        click.option("--chunk-size", type=click.IntRange(min=1), default=8, show_default=True,
+                     help="With --executor dask: images per task."),
     ]):
         fn = option(fn)
     return fn
@@ -50,18 +58,19 @@ def _build_options(fn):
 @main.command()
 @_build_options
 def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, jobs: int, quiet: bool,
-          strict: bool) -> None:
+          strict: bool, **executor) -> None:
     """Run every model over every image and enabled section, write the pages, build the site.
 
     Exit status: 0 when everything succeeded (skipped jobs, such as a probe dataset that is not
     there, are reported but do not count unless --strict), 1 when anything failed (the rest is
     kept and listed in the run report), 2 for a bad config.
     """
-    _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only=None, strict=strict)
+    _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only=None, strict=strict, **executor)
 
 
-def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only: str | None,
-           strict: bool = False) -> None:
+def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only: str | None, strict: bool = False,
+           executor: str = "local", scheduler: str | None = None, workers: int | None = None,
+           chunk_size: int = 8) -> None:
     from .atomic import write_fault
     from .builder import build as build_gallery
     from .report import summary_lines
@@ -71,6 +80,12 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
     overrides = {"run.device": device} if device else {}
     if only is not None:
         overrides.update({f"sections.{cls.name}.enabled": cls.name == only for cls in SECTIONS})
+    if executor == "local" and (scheduler or workers):
+        click.echo("error: --scheduler and --workers need --executor dask", err=True)
+        sys.exit(2)
+    if scheduler and workers:
+        click.echo("error: give --scheduler (join a cluster) or --workers (start one here), not both", err=True)
+        sys.exit(2)
     config = _load_config_or_exit(config_path, overrides)
     if config.run.device in ("cuda", "mps"):  # "cpu" and "auto" cannot fail; checking needs torch
         from .models import resolve_device
@@ -83,7 +98,8 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
     command = "vit-gallery " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:
         outcome = build_gallery(config, use_cache=not no_cache, fail_fast=fail_fast, jobs=jobs, site=not no_site,
-                                progress=not quiet, command=command, log=lambda m: click.echo(m, err=True))
+                                progress=not quiet, command=command, log=lambda m: click.echo(m, err=True),
+                                executor=executor, scheduler=scheduler, workers=workers, chunk_size=chunk_size)
     except FailFast as exc:
         click.echo(f"stopped at the first failure (--fail-fast): {exc}", err=True)
         sys.exit(1)
@@ -118,8 +134,8 @@ def _stop_on_write_fault(exc: BaseException) -> None:
 
 def _section_command(name: str, title: str):
     @_build_options
-    def command(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, strict) -> None:
-        _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only=name, strict=strict)
+    def command(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, strict, **executor) -> None:
+        _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only=name, strict=strict, **executor)
 
     command.__doc__ = f"Build only the {title!r} section (every other section is switched off for this run)."
     return click.command(name)(command)

@@ -52,6 +52,9 @@ class ImageItem:
         shape: (H, W) after EXIF orientation.
         notes: what was done to it (mode conversion, EXIF rotation, first frame …).
         pixels: (H, W, 3) uint8, kept only for small images; see :attr:`rgb`.
+        known_label: the image's class in a class-folder dataset (its folder's name), else None.
+        verdicts: in dataset mode, model name → {"predicted": label, "correct": bool}, set by the
+            runner from the results (pages say whether each prediction is right).
     """
 
     slug: str
@@ -60,10 +63,14 @@ class ImageItem:
     shape: tuple[int, int]
     notes: list[str] = field(default_factory=list)
     pixels: np.ndarray | None = field(default=None, repr=False)
+    known_label: str | None = None
+    verdicts: dict = field(default_factory=dict)
 
     @property
     def name(self) -> str:
-        """The file name as text (undecodable bytes shown as U+FFFD)."""
+        """The file name as text (undecodable bytes shown as U+FFFD); ``class/file`` in a dataset."""
+        if self.known_label is not None:
+            return display_name(f"{self.path.parent.name}/{self.path.name}")
         return display_name(self.path.name)
 
     @property
@@ -260,5 +267,58 @@ def scan_images(folder: Path) -> tuple[list[ImageItem], list[ImageFailure]]:
         keep = rgb if rgb.shape[0] * rgb.shape[1] < KEEP_PIXELS_BELOW else None
         items.append(ImageItem(slug=slugs[path.name], path=path, sha256=sha, shape=rgb.shape[:2], notes=notes,
                                pixels=keep))
+        del rgb
+    return items, failures
+
+
+#: In dataset mode, images with fewer pixels than this keep their decoded pixels (28×28 digits do,
+#: ImageNet photos do not): thousands of items must not hold thousands of decoded photos.
+DATASET_KEEP_PIXELS_BELOW = 65_536
+
+
+def _dataset_slug(relative: str) -> str:
+    """``Coat/img 1.png`` → ``coat-img-1``: the class folder and the file's stem."""
+    return slugify_name(str(Path(relative).with_suffix("")))
+
+
+def scan_dataset(root: Path, keep_pixels_below: int = DATASET_KEEP_PIXELS_BELOW
+                 ) -> tuple[list[ImageItem], list[ImageFailure]]:
+    """Load a class-folder dataset (ImageFolder layout: ``root/<class>/<image>``), sorted by class then name.
+
+    Each item's :attr:`ImageItem.known_label` is its class folder's name; its slug is made of
+    the class and the file's stem, unique over the whole set. Files directly in ``root`` and
+    deeper folders are not read. Bad files become :class:`ImageFailure` records, as in
+    :func:`scan_images`.
+
+    Raises:
+        ImageLoadError: ``root`` has no class folders.
+    """
+    classes = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                     key=lambda p: os.fsencode(p.name))
+    if not classes:
+        raise ImageLoadError(f"{root} has no class folders (dataset mode expects <images>/<class>/<image>)")
+    entries: list[tuple[Path, str]] = []
+    for folder in classes:
+        for path in sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                           key=lambda p: os.fsencode(p.name)):
+            entries.append((path, display_name(folder.name)))
+    items, failures, usable = [], [], []
+    for path, label in entries:
+        problem = _entry_problem(path)
+        if problem is not None:
+            failures.append(ImageFailure(path, problem))
+        elif path.is_file():
+            usable.append((path, label))
+    relative = {path: f"{path.parent.name}/{path.name}" for path, _ in usable}
+    slugs = unique_slugs(list(relative.values()), slug=_dataset_slug)
+    for path, label in usable:
+        try:
+            rgb, notes, sha = load_image(path)
+        except ImageLoadError as exc:
+            failures.append(ImageFailure(path, str(exc)))
+            continue
+        keep = rgb if rgb.shape[0] * rgb.shape[1] < keep_pixels_below else None
+        items.append(ImageItem(slug=slugs[relative[path]], path=path, sha256=sha, shape=rgb.shape[:2], notes=notes,
+                               pixels=keep, known_label=label))
         del rgb
     return items, failures

@@ -46,21 +46,43 @@ def job_key(section: Section, model: LoadedModel, image: ImageItem) -> str:
 
 
 
-def plan_model(model: LoadedModel, sections: list[Section], images: list[ImageItem]) -> list:
+@dataclass
+class PlannedJob:
+    """One planned job: its section, the serialisable :class:`Job`, what it runs on, and the local thunk.
+
+    Attributes:
+        target: the image (per-image sections) or the unit name (e.g. a dataset); with the job it
+            is all a remote worker needs besides the model (see :func:`compute_job`).
+        compute: computes the record in this process (closes over the loaded model).
+    """
+
+    section: Section
+    job: Job
+    target: ImageItem | str | None
+    compute: Callable[[], Record]
+
+    def __iter__(self):  # (section, job, compute), as plan_model's callers unpack it
+        return iter((self.section, self.job, self.compute))
+
+
+def plan_model(model: LoadedModel, sections: list[Section], images: list[ImageItem]) -> list[PlannedJob]:
     """The model's work in page order: (section, job, compute thunk) per image × section, then per unit.
 
-    Jobs and their keys are plain data (a distributed executor could ship them); the thunks
-    close over the loaded model, which stays in this process.
+    Jobs and their keys are plain data that an executor ships to other processes with their
+    target (:func:`compute_job` recomputes there); the thunks close over the loaded model and
+    run in this process. The model's preprocessed input of the latest image is reused by that
+    image's other sections (jobs come image by image), and only that one is kept.
     """
     active = [s for s in sections if s.applies_to(model)]
-    inputs: dict[str, ModelInput] = {}
     for image in images:
         note_upscaling(model, image)
+    last: dict[str, ModelInput] = {}
 
     def prepared(image: ImageItem) -> ModelInput:
-        if image.slug not in inputs:
-            inputs[image.slug] = prepare_input(model, image)
-        return inputs[image.slug]
+        if image.slug not in last:
+            last.clear()
+            last[image.slug] = prepare_input(model, image)
+        return last[image.slug]
 
     work = []
     for image in images:
@@ -72,7 +94,7 @@ def plan_model(model: LoadedModel, sections: list[Section], images: list[ImageIt
                 compute = lambda s=s, image=image: s.compute(model, image, prepared(image))  # noqa: E731
             except Exception as exc:
                 key, compute = "", _raiser(exc)
-            work.append((s, Job(s.name, model.name, image.slug, key), compute))
+            work.append(PlannedJob(s, Job(s.name, model.name, image.slug, key), image, compute))
     for section in (s for s in active if not s.per_image):
         for unit in section.units():
             try:
@@ -80,8 +102,19 @@ def plan_model(model: LoadedModel, sections: list[Section], images: list[ImageIt
                 compute = lambda section=section, unit=unit: section.compute_unit(model, unit)  # noqa: E731
             except Exception as exc:  # e.g. a missing dataset: the job fails alone, with this error
                 key, compute = "", _raiser(exc)
-            work.append((section, Job(section.name, model.name, slugify(unit) or "unit", key), compute))
+            work.append(PlannedJob(section, Job(section.name, model.name, slugify(unit) or "unit", key), unit, compute))
     return work
+
+
+def compute_job(section: Section, model: LoadedModel, target: ImageItem | str) -> Record:
+    """Compute one job from its section, model and target: what a thunk of :func:`plan_model` runs.
+
+    Used where the thunk cannot go (another process or machine): per-image sections get the
+    model's own preprocessing of the image, unit sections the unit's name.
+    """
+    if section.per_image:
+        return section.compute(model, target, prepare_input(model, target))
+    return section.compute_unit(model, target)
 
 
 def _raiser(exc: Exception) -> Callable[[], Record]:

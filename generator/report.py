@@ -52,8 +52,20 @@ def run_report_dict(result: RunResult) -> dict[str, Any]:
         "cache": result.cache_stats,
         "failures": [asdict(f) for f in result.failures],
         "skipped": [asdict(s) for s in result.skipped],
+        "failures_per_worker": failures_per_worker(result),
+        "executor": result.executor,
+        "dataset": result.dataset,
         "environment": result.environment,
     }
+
+
+def failures_per_worker(result: RunResult) -> dict[str, int]:
+    """Failure counts by the Dask worker that ran the job ("local" for this process)."""
+    counts: dict[str, int] = {}
+    for f in result.failures:
+        where = f.worker or "local"
+        counts[where] = counts.get(where, 0) + 1
+    return counts
 
 
 def write_run_report(result: RunResult, path: Path) -> None:
@@ -79,7 +91,7 @@ def summary_lines(result: RunResult) -> Iterable[str]:
         yield f"{len(result.failures)} FAILURE(S):"
         for f in result.failures:
             where = " / ".join(x for x in (f.section, f.model, f.image) if x)
-            yield f"  [{f.stage}] {where}: {f.error}"
+            yield f"  [{f.stage}] {where}: {f.error}" + (f" (worker {f.worker})" if f.worker else "")
     else:
         yield "no failures"
 

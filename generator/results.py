@@ -27,6 +27,8 @@ class Failure:
     model: str | None = None
     section: str | None = None
     traceback: str = ""
+    #: The Dask worker's address when the job ran on one (None: in this process).
+    worker: str | None = None
 
 
 @dataclass
@@ -89,6 +91,11 @@ class RunResult:
     environment: dict[str, str] = field(default_factory=dict)
     #: Jobs whose input is absent (a dataset not downloaded): not failures unless --strict.
     skipped: list[Skip] = field(default_factory=list)
+    #: How compute ran (:meth:`generator.executors.ExecutorSpec.describe`).
+    executor: dict[str, Any] = field(default_factory=dict)
+    #: Dataset mode: the whole set (``images`` above is the sample that gets pages), labels and
+    #: accuracy per model (:func:`generator.runner.dataset_summary`); None otherwise.
+    dataset: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:

@@ -3,11 +3,23 @@
 Data flow is one way: config → models × images → jobs (each with a cache key) → records →
 figures → pages. A failing image, model or section becomes a :class:`Failure` record; the
 run goes on (unless ``fail_fast``) and the failures land in the run report and exit code.
+
+The run has three steps. (1) Every model is opened (its identity, from the memo when it is
+current) and planned; each job's key is looked up in the cache, and the misses go to the
+executor (:mod:`generator.executors`: in this process, or a Dask cluster, where they start at
+once). (2) Model by model, in plan order, this process takes each record (from the cache or
+the executor) and writes its data file and tables. (3) Figures are drawn from the records
+(``jobs`` processes). Since every output is written here, in plan order, from the same
+records, the outputs do not depend on the executor. In dataset mode (``[dataset]``), step 3
+waits until every model has run: the images that get pages and figures are a sample that
+always includes the misclassified ones.
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import sys
 import time
 from datetime import datetime, timezone
@@ -17,10 +29,11 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from .atomic import write_fault
-from .cache import ResultCache
+from .cache import Record, ResultCache, canonical_json
+from .executors import ExecutorSpec, Outcome, WorkItem, make_executor
 from .settings import GalleryConfig
 from .figures import RenderError, RenderExecutor, write_data, write_tables
-from .images import ImageItem, display_name, scan_images
+from .images import ImageItem, ImageLoadError, display_name, scan_dataset, scan_images, slugify_name
 from .loaded_model import open_model
 from .outcomes import JobSkipped, Skip
 from .plan import model_slugs, plan_model
@@ -64,18 +77,22 @@ def run(
     docs_dir: Path | None = None,
     write_report: bool = True,
     log: Callable[[str], None] = print,
+    executor: ExecutorSpec | None = None,
 ) -> RunResult:
     """Run every enabled section for every model × image (or unit); write data, figures and the run report.
 
-    Compute runs in this process, one model at a time; each model's figures are then drawn by
-    ``jobs`` worker processes (``jobs=1``: in this process). Outputs do not depend on ``jobs``.
-    Pages and the site are written by :mod:`generator.site` from the returned result.
+    Compute runs where ``executor`` says (default: in this process, one model at a time); each
+    model's figures are then drawn by ``jobs`` worker processes (``jobs=1``: in this process).
+    Outputs depend on neither. Pages and the site are written by :mod:`generator.site` from the
+    returned result.
 
     Args:
         docs_dir: where data files, tables and figures go (default ``<output>/docs``).
         write_report: write ``<output>/run_report.json`` (off for a figures-only export).
+        executor: where compute runs (:class:`generator.executors.ExecutorSpec`; default local).
     """
     fail_fast = config.run.fail_fast if fail_fast is None else fail_fast
+    spec = executor or ExecutorSpec()
     started = datetime.now(timezone.utc)
     t0 = time.perf_counter()
     out = config.output
@@ -86,11 +103,14 @@ def run(
     section_seconds: dict[str, float] = {}
     summaries: list[ModelSummary] = []
     skipped: list[Skip] = []
+    dataset_mode = config.dataset.enabled
+    dataset: dict | None = None
+    executor_info = spec.describe()
 
     def record_failure(failure: Failure) -> None:
         failures.append(failure)
         where = " / ".join(x for x in (failure.section, failure.model, failure.image) if x)
-        log(f"FAILED [{failure.stage}] {where}: {failure.error}")
+        log(f"FAILED [{failure.stage}] {where}: {failure.error}" + (f" (worker {failure.worker})" if failure.worker else ""))
         if fail_fast:
             raise FailFast(failure)
 
@@ -115,7 +135,12 @@ def run(
             docs_dir=docs_dir,
             environment=environment_versions(),
             skipped=skipped,
+            executor=executor_info,
+            dataset=dataset,
         )
+
+    def write_failed(exc: BaseException, what: str) -> OutputWriteError:
+        return OutputWriteError(f"cannot write {what}: {write_fault(exc).strerror}", partial_result())
 
     try:
         claim_folder(out, "output")
@@ -125,11 +150,17 @@ def run(
         if write_fault(exc) is None:
             raise
         raise OutputWriteError(f"cannot write into {out}: {exc.strerror or exc}") from None
-    images, bad_images = scan_images(config.images)
+    try:
+        images, bad_images = scan_dataset(config.images) if dataset_mode else scan_images(config.images)
+    except ImageLoadError as exc:
+        images, bad_images = [], []
+        record_failure(Failure(stage="image", error=str(exc)))
     for bad in bad_images:
-        record_failure(Failure(stage="image", image=display_name(bad.path.name), error=bad.reason))
+        name = f"{bad.path.parent.name}/{bad.path.name}" if dataset_mode else bad.path.name
+        record_failure(Failure(stage="image", image=display_name(name), error=bad.reason))
     if not images:
         log(f"no usable images in {config.images}")
+    all_images = images
 
     sections = [s for s in (cls(config) for cls in SECTIONS) if s.enabled()]
     store = RelevanceStore(cache if use_cache else None)
@@ -140,64 +171,119 @@ def run(
     memo = out / "cache" / "models"
     slugs = model_slugs(config)
 
-    with RenderExecutor(jobs, config, cache, docs_dir) as renderer:
-        for model_config in config.models:
+    bar = tqdm(total=0, desc="compute", unit="job", disable=not progress, leave=False, smoothing=0.1)
+    stash: list[tuple] = []  # dataset mode: what to draw once the sample is known
+
+    with RenderExecutor(jobs, config, cache, docs_dir) as renderer, make_executor(spec, config, cache, log) as pool:
+
+        def prepare(model_config):
+            """1. Open and plan one model, look its keys up, and hand the misses to the executor."""
             try:
                 model = open_model(model_config, device, memo, read_memo=use_cache)
             except Exception as exc:
                 if write_fault(exc) is not None:
-                    raise OutputWriteError(f"cannot write the output in {out}: {write_fault(exc).strerror}",
-                                           partial_result()) from None
+                    raise write_failed(exc, f"the output in {out}") from None
                 record_failure(Failure(stage="model", model=model_config.name, error=str(exc),
                                        traceback=trimmed_traceback(exc)))
-                continue
-            model_slug = slugs[model.name]
-            summaries.append(summarise_model(model, model_slug))
-            pending = []
+                return None
+            summaries.append(summarise_model(model, slugs[model.name]))
             work = plan_model(model, sections, images)
-            for section, job, compute in tqdm(work, desc=model.name, unit="job", disable=not progress, leave=False):
+            hits = {i for i, p in enumerate(work) if p.job.key and cache.has(p.job.key)}
+            misses = [WorkItem(i, p.section, p.job, p.target, p.compute) for i, p in enumerate(work)
+                      if p.job.key and i not in hits]
+            for item in misses:
+                cache.get(item.job.key)  # counts the miss, as a lookup always has
+            bar.total += len(work)
+            bar.update(len(work) - len(misses))
+            batch = pool.submit(model, misses, bar.update)
+            if spec.kind != "local":
+                model._module = None  # workers load their own; this process only writes
+            return model, slugs[model.name], work, batch, hits
+
+        # A cluster gets every model's work at once; in this process, models run one at a time.
+        ready = [prepare(m) for m in config.models] if spec.kind != "local" else None
+        for k, model_config in enumerate(config.models):
+            prepared = ready[k] if ready is not None else prepare(model_config)
+            if ready is not None:
+                ready[k] = None
+            if prepared is None:
+                continue
+            # 2. records → data files and tables, in plan order
+            model, model_slug, work, batch, hits = prepared
+            del prepared
+            pending = []
+            for i, p in enumerate(work):
+                section, job = p.section, p.job
                 started_job = time.perf_counter()
                 try:
-                    record = cache.get(job.key) if job.key else None
-                    cached = record is not None
-                    if record is None:
-                        record = compute()
-                        cache.put(job.key, record)
+                    outcome = _take(i, p, cache, batch, i in hits)
+                    # section time: the compute (here, or on a worker), and the writing; not the waiting
+                    started_job = time.perf_counter() - outcome.seconds
+                    if outcome.exception is not None:
+                        raise outcome.exception
+                    if outcome.record is None:  # a remote job failed: its error travelled as text
+                        if outcome.write_fault:
+                            raise OutputWriteError(f"cannot write the cache in {cache.root}: {outcome.error}"
+                                                   f" (worker {outcome.worker})", partial_result())
+                        record_failure(Failure(stage="section", section=section.name, model=model.name,
+                                               image=job.image, error=outcome.error, traceback=outcome.traceback,
+                                               worker=outcome.worker))
+                        continue
+                    record = outcome.record if outcome.cached else as_stored(outcome.record)
                     # The cache shares work between identical inputs; outputs belong to this job's names.
                     record.model, record.image = job.model, job.image
                     write_data(docs_dir, section.name, model_slug, job, record)
                     tables = write_tables(docs_dir, section, model_slug, record)
                     outputs = section.write_outputs(docs_dir, model_slug, record)
-                    pending.append((section, job, record, cached, tables, outputs))
-                except FailFast:
+                    pending.append((section, job, record, outcome.cached, tables, outputs))
+                except (FailFast, OutputWriteError):
+                    batch.release()
                     raise
                 except JobSkipped as exc:
                     skipped.append(Skip(section=section.name, model=model.name, unit=job.image, reason=str(exc)))
                 except Exception as exc:
                     if write_fault(exc) is not None:
-                        raise OutputWriteError(f"cannot write the output in {out}: {write_fault(exc).strerror}",
-                                               partial_result()) from None
+                        batch.release()
+                        raise write_failed(exc, f"the output in {out}") from None
                     record_failure(Failure(stage="section", section=section.name, model=model.name, image=job.image,
                                            error=f"{type(exc).__name__}: {exc}", traceback=trimmed_traceback(exc)))
                 finally:
                     add_seconds(section.name, time.perf_counter() - started_job)
-            del model, work
+            batch.release()
+            del model, work, batch
             gc.collect()
-            tasks = [(section.name, record, job, model_slug) for section, job, record, *_ in pending]
-            for (section, job, record, cached, tables, outputs), (outcome, seconds) in zip(pending,
-                                                                                           renderer.render(tasks)):
-                add_seconds(section.name, seconds)
-                if isinstance(outcome, RenderError):
-                    if outcome.write_fault:
-                        raise OutputWriteError(f"cannot write figures in {docs_dir}: {outcome.error}", partial_result())
-                    record_failure(Failure(stage="render", section=section.name, model=job.model, image=job.image,
-                                           error=outcome.error, traceback=outcome.traceback))
-                    continue
-                results.append(JobResult(section=section.name, model=job.model, image=job.image, key=job.key,
-                                         meta=record.meta, figures=outcome, cached=cached, tables=tables,
-                                         outputs=outputs,
-                                         arrays={k: record.arrays[k] for k in section.summary_arrays
-                                                 if k in record.arrays}))
+            if dataset_mode:  # records are read again from the cache for the sample's figures
+                stash.append((model_slug, [(s, j, r if not use_cache else _summary(s, r), c, t, o)
+                                           for s, j, r, c, t, o in pending]))
+                continue
+            _render_pending(renderer, pending, model_slug, results, record_failure, add_seconds, partial_result,
+                            docs_dir)
+        bar.close()
+        executor_info = pool.describe()
+
+        # 3. dataset mode: the sample gets figures and pages; every image keeps its data and results
+        if dataset_mode:
+            dataset = dataset_summary(config, all_images, stash, summaries)
+            sampled = {image.slug for image in images if image.slug in dataset["sampled"]}
+            images = [image for image in all_images if image.slug in sampled]
+            reader = ResultCache(cache.root, enabled=use_cache)
+            for model_slug, pending in stash:
+                drawn, kept = [], []
+                for section, job, record, cached, tables, outputs in pending:
+                    if job.image in sampled:
+                        full = record if not use_cache else reader.get(job.key)
+                        if full is not None:
+                            full.model, full.image = job.model, job.image
+                            drawn.append((section, job, full, cached, tables, outputs))
+                            continue
+                    kept.append((section, job, record, cached, tables, outputs))
+                _render_pending(renderer, drawn, model_slug, results, record_failure, add_seconds, partial_result,
+                                docs_dir)
+                for section, job, record, cached, tables, outputs in kept:
+                    results.append(_job_result(section, job, record, cached, tables, {}, outputs))
+            order = {image.slug: i for i, image in enumerate(all_images)}
+            model_order = {m.name: i for i, m in enumerate(summaries)}
+            results.sort(key=lambda r: (model_order.get(r.model, 0), order.get(r.image, len(order))))
 
     result = partial_result()
     if write_report:
@@ -209,3 +295,136 @@ def run(
             raise OutputWriteError(f"cannot write the run report in {out}: {exc.strerror}", result) from None
     return result
 
+
+def _take(index: int, planned, cache: ResultCache, batch, hit: bool) -> Outcome:
+    """The job's record: from the cache (a hit), or from the executor (a miss), or its planning error."""
+    job = planned.job
+    if not job.key:  # planning failed: the thunk raises the error
+        try:
+            planned.compute()
+        except Exception as exc:
+            return Outcome(None, exception=exc)
+        return Outcome(None, exception=RuntimeError("planning failed"))
+    if hit:
+        start = time.perf_counter()
+        record = cache.get(job.key)
+        if record is not None:
+            return Outcome(record, time.perf_counter() - start, cached=True)
+        start = time.perf_counter()  # discarded as corrupt: compute it here
+        try:
+            record = planned.compute()
+            cache.put(job.key, record)
+            return Outcome(record, time.perf_counter() - start)
+        except Exception as exc:
+            return Outcome(None, exception=exc)
+    return batch.result(index)
+
+
+def as_stored(record: Record) -> Record:
+    """``record`` as the cache gives it back: metadata through canonical JSON (sorted keys, JSON types).
+
+    Outputs are then written from the same values whether the record was computed here, on a
+    worker, or read from the cache; without it a table's columns would follow the order in which
+    a section happened to build its rows only when freshly computed.
+    """
+    return Record(record.section, record.model, record.image, record.arrays, json.loads(canonical_json(record.meta)))
+
+
+def _summary(section, record: Record) -> Record:
+    """The record without the arrays pages do not need (dataset mode keeps thousands of them)."""
+    arrays = {k: record.arrays[k] for k in section.summary_arrays if k in record.arrays}
+    return Record(record.section, record.model, record.image, arrays, record.meta)
+
+
+def _job_result(section, job, record: Record, cached: bool, tables, figures, outputs) -> JobResult:
+    return JobResult(section=section.name, model=job.model, image=job.image, key=job.key, meta=record.meta,
+                     figures=figures, cached=cached, tables=tables, outputs=outputs,
+                     arrays={k: record.arrays[k] for k in section.summary_arrays if k in record.arrays})
+
+
+def _render_pending(renderer, pending, model_slug, results, record_failure, add_seconds, partial_result,
+                    docs_dir) -> None:
+    tasks = [(section.name, record, job, model_slug) for section, job, record, *_ in pending]
+    for (section, job, record, cached, tables, outputs), (outcome, seconds) in zip(pending, renderer.render(tasks)):
+        add_seconds(section.name, seconds)
+        if isinstance(outcome, RenderError):
+            if outcome.write_fault:
+                raise OutputWriteError(f"cannot write figures in {docs_dir}: {outcome.error}", partial_result())
+            record_failure(Failure(stage="render", section=section.name, model=job.model, image=job.image,
+                                   error=outcome.error, traceback=outcome.traceback))
+            continue
+        results.append(_job_result(section, job, record, cached, tables, outcome, outputs))
+
+
+# --------------------------------------------------------------------------- dataset mode
+
+
+def prediction_of(meta: dict) -> dict | None:
+    """The top-1 prediction a record states (``meta["top"][0]``: index and label), if any."""
+    top = meta.get("top") if isinstance(meta, dict) else None
+    return top[0] if top else None
+
+
+def label_matches(known: str, predicted: dict) -> bool:
+    """Whether a prediction names the known class: the same name up to case and punctuation
+    (folder ``t-shirt-top`` is class ``T-shirt/top``), or a folder named by the class index (``7``)."""
+    if known.isdigit():
+        return int(known) == int(predicted["index"])
+    return slugify_name(known) == slugify_name(str(predicted["label"]))
+
+
+def sample_rank(seed: int, slug: str) -> str:
+    """The seeded order of the sample: a hash of the seed and the image's slug (stable across runs and executors)."""
+    return hashlib.sha256(f"{seed}\0{slug}".encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def choose_sample(images: list[ImageItem], size: int, seed: int) -> list[str]:
+    """Slugs of the images that get pages and figures, in dataset order.
+
+    Every image some model misclassifies is in, whatever ``size``; the others follow by
+    :func:`sample_rank` until ``size`` images are chosen.
+    """
+    wrong = {i.slug for i in images if any(not v["correct"] for v in i.verdicts.values())}
+    rest = sorted((i.slug for i in images if i.slug not in wrong), key=lambda s: sample_rank(seed, s))
+    chosen = wrong | set(rest[:max(0, size - len(wrong))])
+    return [i.slug for i in images if i.slug in chosen]
+
+
+def dataset_summary(config: GalleryConfig, images: list[ImageItem], stash: list, models: list[ModelSummary]) -> dict:
+    """Verdicts per image and model (set on each image), accuracy per model, and the sample.
+
+    A model's prediction for an image is the top-1 class its first record for that image
+    states (sections that classify put it in ``meta["top"]``).
+    """
+    by_slug = {m.slug: m.name for m in models}
+    predictions: dict[tuple[str, str], dict] = {}
+    for model_slug, pending in stash:
+        for _, job, record, *_ in pending:
+            top = prediction_of(record.meta)
+            if top is not None:
+                predictions.setdefault((by_slug.get(model_slug, job.model), job.image), top)
+    accuracy = {}
+    for m in models:
+        correct = total = 0
+        for image in images:
+            top = predictions.get((m.name, image.slug))
+            if top is None or image.known_label is None:
+                continue
+            right = label_matches(image.known_label, top)
+            image.verdicts[m.name] = {"predicted": str(top["label"]), "correct": right}
+            correct += right
+            total += 1
+        accuracy[m.name] = {"correct": correct, "total": total, "accuracy": round(correct / total, 6) if total else None}
+    sampled = choose_sample(images, config.dataset.sample, config.dataset.seed)
+    return {
+        "root": str(config.images),
+        "images": len(images),
+        "classes": sorted({i.known_label for i in images if i.known_label is not None}),
+        "sample_size": config.dataset.sample,
+        "seed": config.dataset.seed,
+        "sampled": sampled,
+        "misclassified": sum(any(not v["correct"] for v in i.verdicts.values()) for i in images),
+        "accuracy": accuracy,
+        "items": [{"slug": i.slug, "file": i.name, "known_label": i.known_label, "verdicts": i.verdicts}
+                  for i in images],
+    }

@@ -20,7 +20,7 @@ from typing import Annotated, Any, Iterable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError, field_validator
 
-__all__ = ["BatchSize", "Bool", "ConfigError", "Float", "GalleryConfig", "Int", "ModelConfig", "RunConfig",
+__all__ = ["BatchSize", "Bool", "ConfigError", "DatasetConfig", "Float", "GalleryConfig", "Int", "ModelConfig", "RunConfig",
            "SectionSettings", "Settings", "Str", "config_error", "method_field", "suggest"]
 
 Int = Annotated[int, Strict()]
@@ -212,6 +212,19 @@ class RunConfig(Settings):
         return value
 
 
+class DatasetConfig(Settings):
+    """Dataset mode: ``images`` is a class-folder dataset (ImageFolder layout, ``<images>/<class>/<image>``).
+
+    Every image gets its data files and enters the chapters' aggregates (accuracy against the
+    folder's label among them); only ``sample`` images get pages and figures: every image some
+    model misclassifies, then the others by a rank seeded with ``seed``, up to ``sample``.
+    """
+
+    enabled: Bool = False
+    sample: Int = Field(default=50, ge=0)
+    seed: Int = 0
+
+
 class GalleryConfig(Settings):
     """The whole configuration. ``sections`` and ``methods`` are the assembled registry tables."""
 
@@ -222,6 +235,7 @@ class GalleryConfig(Settings):
     site_dir: Path = Path("site")
     description: Str = ""
     run: RunConfig = RunConfig()
+    dataset: DatasetConfig = DatasetConfig()
     sections: Any = None
     methods: Any = None
     #: The file this config came from (None when built in code).

@@ -1,0 +1,172 @@
+"""CPU vs CUDA: every section's record for the embedded models, compared within stated tolerances.
+
+Run on a machine with a GPU (about 2 minutes)::
+
+    python bench/gpu_check.py [--images 2] [--lime-samples 200]
+
+For each embedded model (ViT and Swin), image and enabled section it computes the record on the
+CPU and on ``cuda`` from the same inputs and prints, per section, the largest absolute difference
+over the record's arrays and numeric metadata, the top-1 agreement, the batch size the auto rule
+picked on each device, and the compute time on each. It then runs a whole ``build --device cuda``
+of the tiny gallery, which must finish without failures. Exit status 1 when any section is out of
+tolerance or anything fails.
+
+Tolerances (absolute, on arrays and numbers; float32 kernels on GPU reduce in other orders):
+
+- attention, rollout and window maps (heads, rollout, swin, maps without LIME): 1e-4
+- gradient-weighted rollout: 1e-3 (a backward pass adds rounding)
+- LIME weights and scores: 2e-2 (the surrogate is fitted to probabilities that differ at 1e-6, and
+  its ridge weights are ill-conditioned); top-1 and the ranked superpixels must agree
+- faithfulness AUCs: 1e-3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+TOLERANCE = {"heads": 1e-4, "rollout": 1e-3, "swin": 1e-4, "maps": 2e-2, "lime": 2e-2, "faithfulness": 1e-3}
+
+
+def numbers(value, prefix=""):
+    """Flatten the numeric leaves of a record's metadata: path → float."""
+    out = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.update(numbers(v, f"{prefix}.{k}"))
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            out.update(numbers(v, f"{prefix}[{i}]"))
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        out[prefix] = float(value)
+    return out
+
+
+def difference(a, b) -> tuple[float, str]:
+    """Largest absolute difference between two records (arrays and numeric metadata) and where."""
+    worst, where = 0.0, ""
+    for name in sorted(set(a.arrays) | set(b.arrays)):
+        x, y = a.arrays.get(name), b.arrays.get(name)
+        if x is None or y is None or x.shape != y.shape:
+            return float("inf"), f"array {name}: shapes {getattr(x, 'shape', None)} vs {getattr(y, 'shape', None)}"
+        if x.dtype.kind in "fc" or y.dtype.kind in "fc":
+            d = float(np.max(np.abs(x.astype(np.float64) - y.astype(np.float64)))) if x.size else 0.0
+        else:
+            d = 0.0 if np.array_equal(x, y) else float("inf")
+        if d > worst:
+            worst, where = d, f"array {name}"
+    na, nb = numbers(a.meta), numbers(b.meta)
+    for key in sorted(set(na) | set(nb)):
+        if key.endswith("seconds") or key not in na or key not in nb:
+            continue
+        d = abs(na[key] - nb[key])
+        if d > worst:
+            worst, where = d, f"meta {key}"
+    return worst, where
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--lime-samples", type=int, default=200)
+    parser.add_argument("--against", default="cuda", help="the device compared with the CPU ('cpu' dry-runs the script)")
+    args = parser.parse_args()
+
+    import torch
+
+    other = args.against
+    if other == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: nothing to check")
+        return 1
+    import generator.embedded  # noqa: F401
+    from generator.config import parse_config
+    from generator.images import scan_images
+    from generator.loaded_model import ACCELERATOR_BATCH, load_model
+    from generator.plan import compute_job
+    from generator.relevance import RelevanceStore
+    from generator.sections import SECTIONS
+
+    work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
+    images_dir = work / "images"
+    images_dir.mkdir()
+    for source in sorted((ROOT / "images" / "fashion").glob("*.png"))[: args.images]:
+        (images_dir / source.name).write_bytes(source.read_bytes())
+    data = {
+        "title": "GPU check", "images": str(images_dir), "output": str(work / "build"), "site_dir": str(work / "site"),
+        "models": [{"name": "ViT-FMNIST", "arch": "vit_fmnist_patch4_28",
+                    "weights": f"file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors"},
+                   {"name": "Swin-FMNIST", "arch": "swin_fmnist_patch2_28",
+                    "weights": f"file:{ROOT}/generator/weights/swin_fmnist_patch2_28.safetensors"}],
+        "sections": {"lime": {"num_samples": args.lime_samples}, "probe": {"enabled": False},
+                     "faithfulness": {"random_seeds": [0]}},
+        "methods": {"lime": {"num_samples": args.lime_samples}},
+    }
+    config = parse_config(data)
+    images, _ = scan_images(config.images)
+    failed = False
+    print(f"device: {torch.cuda.get_device_name(0) if other == 'cuda' else other}; torch {torch.__version__}")
+    print(f"{'model':<12} {'section':<13} {'max |cpu-cuda|':>15} {'tolerance':>10} {'top-1':>6} "
+          f"{'cpu s':>7} {'cuda s':>7}  where")
+    for model_config in config.models:
+        models = {dev: load_model(model_config, d) for dev, d in (("cpu", "cpu"), ("cuda", other))}
+        batch = {dev: m.batch_size("auto") for dev, m in models.items()}
+        if other != "cpu" and batch["cuda"] != ACCELERATOR_BATCH:
+            print(f"{model_config.name}: auto batch on cuda is {batch['cuda']}, expected {ACCELERATOR_BATCH}")
+            failed = True
+        for cls in SECTIONS:
+            section = cls(config)
+            if not section.enabled() or not section.per_image or not section.applies_to(models["cpu"]):
+                continue
+            worst, where, agree, seconds = 0.0, "", True, {"cpu": 0.0, "cuda": 0.0}
+            for image in images:
+                records = {}
+                for dev, model in models.items():
+                    section.store = RelevanceStore(None)  # maps computed afresh on each device
+                    torch.manual_seed(0)
+                    start = time.perf_counter()
+                    try:
+                        records[dev] = compute_job(section, model, image)
+                    except Exception as exc:  # a device mismatch or a kernel missing on CUDA
+                        print(f"{model_config.name:<12} {section.name:<13} FAILED on {dev}: {type(exc).__name__}: {exc}")
+                        failed = True
+                        break
+                    if dev == "cuda" and other == "cuda":
+                        torch.cuda.synchronize()
+                    seconds[dev] += time.perf_counter() - start
+                if len(records) < 2:
+                    continue
+                d, w = difference(records["cpu"], records["cuda"])
+                if d > worst:
+                    worst, where = d, f"{image.slug}: {w}"
+                tops = [r.meta.get("top", [{}])[0].get("index") for r in records.values()]
+                agree &= tops[0] == tops[1]
+            ok = worst <= TOLERANCE[section.name] and agree
+            failed |= not ok
+            print(f"{model_config.name:<12} {section.name:<13} {worst:>15.2e} {TOLERANCE[section.name]:>10.0e} "
+                  f"{'same' if agree else 'DIFF':>6} {seconds['cpu']:>7.2f} {seconds['cuda']:>7.2f}  "
+                  f"{where}{'' if ok else '   <-- OUT OF TOLERANCE'}")
+        print(f"{model_config.name}: auto batch cpu {batch['cpu']}, cuda {batch['cuda']}")
+
+    from generator.builder import build
+
+    start = time.perf_counter()
+    outcome = build(config.model_copy(update={"run": config.run.model_copy(update={"device": other})}), site=False)
+    print(f"build --device {other}: {len(outcome.run.results)} results, {len(outcome.run.failures)} failures, "
+          f"{time.perf_counter() - start:.1f}s")
+    for f in outcome.run.failures:
+        print(f"  FAILED [{f.stage}] {f.section} / {f.model} / {f.image}: {f.error}")
+    failed |= not outcome.run.ok
+    print("GPU CHECK:", "FAILED" if failed else "passed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
