@@ -31,7 +31,7 @@ def sections_model() -> type[Settings]:
     """The ``[sections]`` table: one field per registered section, typed by the section's own settings."""
     from .sections import SECTIONS
 
-    return create_model("SectionsConfig", __base__=Settings,
+    return create_model("SectionsConfig", __base__=Settings, __module__=__name__,
                         **{cls.name: (cls.Settings, cls.Settings()) for cls in SECTIONS})
 
 
@@ -46,7 +46,7 @@ def methods_model() -> type[Settings]:
 @functools.cache
 def _methods_model(fields: tuple) -> type[Settings]:
     # method names may hold dashes ("gradient-rollout"): the field is its identifier, the key its alias
-    return create_model("MethodsConfig", __base__=Settings,
+    return create_model("MethodsConfig", __base__=Settings, __module__=__name__,
                         **{method_field(name): (tp, Field(default=tp(), alias=name)) for name, tp in fields})
 
 
@@ -197,3 +197,13 @@ def _check_weights(model: ModelConfig, key: str, source: Path | None) -> None:
     else:
         hint = suggest(kind, ["hub", "file", "random"])
         raise ConfigError(source, key, f"unknown weights source {kind!r}{hint}; use 'hub', 'file:PATH' or 'random:SEED'")
+
+
+def __getattr__(name: str) -> Any:
+    """``SectionsConfig`` and ``MethodsConfig``, the assembled tables, by name: so that a config can be
+    pickled into worker processes (pickle finds classes by module and name)."""
+    if name == "SectionsConfig":
+        return sections_model()
+    if name == "MethodsConfig":
+        return methods_model()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

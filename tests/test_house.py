@@ -231,3 +231,15 @@ enabled = false
     assert proc.stdout.splitlines()[0].startswith(str(target))
     assert (work / "html" / "index.html").is_file()
     assert (work / "out" / "docs" / "figures" / "heads" / "vit" / "synthetic-0.png").is_file()
+
+
+def test_a_config_travels_to_worker_processes(tmp_path):
+    """Render workers (--jobs N) and cluster workers receive the config pickled."""
+    import pickle
+
+    config = load_config(gallery(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", "import pickle, sys; c = pickle.loads(sys.stdin.buffer.read()); "
+                           "print(c.sections.faithfulness.grid, c.methods.lime.enabled, c.models[0].name)"],
+                          input=pickle.dumps(config), capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout.decode().split() == ["7", "False", "ViT"]
