@@ -220,6 +220,8 @@ class ModelPlugin:
     """
 
     name = PLUGIN_NAME
+    #: A build that joins a cluster where an earlier build registered the plugin keeps its loaded models.
+    idempotent = True
 
     def __init__(self, max_models: int = 2):
         self.max_models = max_models
