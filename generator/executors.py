@@ -47,7 +47,8 @@ __all__ = ["DaskExecutor", "ExecutorSpec", "LocalExecutor", "ModelPlugin", "Outc
 
 #: The worker plugin's name on every worker.
 PLUGIN_NAME = "vit-gallery-models"
-#: Fault injection for tests: when set to a path, the first task to create that file kills its worker process.
+#: Fault injection for tests: a folder; while ``<folder>/armed`` exists, the first task to create
+#: ``<folder>/died`` kills its worker process right after storing a result.
 DIE_ONCE_ENV = "VIT_GALLERY_TEST_DIE_ONCE"
 
 
@@ -219,6 +220,8 @@ class ModelPlugin:
     """
 
     name = PLUGIN_NAME
+    #: A build that joins a cluster where an earlier build registered the plugin keeps its loaded models.
+    idempotent = True
 
     def __init__(self, max_models: int = 2):
         self.max_models = max_models
@@ -273,11 +276,11 @@ def _plugin_class():
 
 
 def _die_once_for_tests() -> None:
-    flag = os.environ.get(DIE_ONCE_ENV)
-    if not flag:
+    folder = os.environ.get(DIE_ONCE_ENV)
+    if not folder or not os.path.exists(os.path.join(folder, "armed")):
         return
     try:
-        fd = os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        fd = os.open(os.path.join(folder, "died"), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
         return
     os.write(fd, str(os.getpid()).encode())
@@ -406,7 +409,7 @@ class DaskExecutor:
                                  torch_threads=self.torch_threads)
                 name = f"vit-gallery-{section}-{identity_key(model.config)[:8]}-{chunk[0].job.key[:16] or start}"
                 future = self.client.submit(compute_chunk, task, key=name, pure=False, retries=self.spec.retries)
-                future.add_done_callback(lambda f, n=len(chunk): progress(n))
+                future.add_done_callback(lambda f, n=len(chunk): f.status != "cancelled" and progress(n))
                 batch.add(future, chunk)
                 self.tasks_submitted += 1
         return batch

@@ -45,9 +45,14 @@ class LoadedModel:
     @property
     def module(self) -> torch.nn.Module:
         if self._module is None:
+            import torch
+
             from .models import load_module
 
-            module, identity = load_module(self.config, self.device)
+            # First use may come inside a section's inference_mode block: parameters made there would be
+            # inference tensors, and a later gradient (gradient rollout) could not go through them.
+            with torch.inference_mode(False):
+                module, identity = load_module(self.config, self.device)
             if identity.weights_sha256 != self.identity.weights_sha256:
                 raise WeightsError(f"model {self.name!r}: its weights changed while this build ran; run it again")
             self._module = module

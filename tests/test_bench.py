@@ -23,3 +23,6 @@ def test_bench_quick_writes_valid_json(tmp_path):
         assert row["ours_s"]["n"] >= 1 and row["ours_s"]["median"] > 0 and row["ratio"] > 0
     assert [p["images"] for p in results["scaling"]["points"]] == [1, 2]
     assert results["floor"]["matmul_gflops"] > 0
+    assert results["executors"]["one_worker_vs_local"]["ratio"] > 0
+    assert results["executors"]["workers_vs_threads"]["throughput_ratio"] > 0
+    assert [p["images"] for p in results["dataset_scaling"]["points"]] == [10, 40]

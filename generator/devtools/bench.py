@@ -739,6 +739,228 @@ def bench_faithfulness_curves(quick: bool, repeats: int) -> list[dict]:
     return out
 
 
+# --------------------------------------------------------------------------- executors and dataset mode
+
+
+def _cpu_seconds() -> float:
+    """CPU time (user + system) of this process and every live child (Dask workers included)."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
+def _measured(fn: Callable) -> tuple[float, float]:
+    """(wall, CPU) seconds of one call; CPU over this process and its live children."""
+    cpu, wall = _cpu_seconds(), time.perf_counter()
+    fn()
+    return time.perf_counter() - wall, _cpu_seconds() - cpu
+
+
+def _executor_gallery(workdir: Path, name: str, images: int, sections: str):
+    """A gallery of the embedded models over ``images`` Fashion-MNIST test images (dataset mode off)."""
+    from ..config import load_config
+
+    folder = workdir / f"{name}-images"
+    folder.mkdir(parents=True, exist_ok=True)
+    data = np.load(ROOT / "tests" / "data" / "fashion_mnist_test_1k.npz")
+    from PIL import Image
+
+    for i in range(images):
+        Image.fromarray(data["images"][i]).save(folder / f"img{i:04d}.png")
+    config = workdir / f"{name}.toml"
+    config.write_text(f"""
+title = "{name}"
+images = "{folder}"
+output = "{workdir / name / 'build'}"
+site_dir = "{workdir / name / 'site'}"
+
+[[models]]
+name = "ViT-FMNIST"
+arch = "vit_fmnist_patch4_28"
+weights = "file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors"
+
+[[models]]
+name = "Swin-FMNIST"
+arch = "swin_fmnist_patch2_28"
+weights = "file:{ROOT}/generator/weights/swin_fmnist_patch2_28.safetensors"
+{sections}
+""")
+    return load_config(config)
+
+
+def bench_executors(quick: bool, repeats: int, workdir: Path) -> dict:
+    """Dask with one worker against the local executor on the same work; 2 workers × 1 thread against
+    1 worker × 2 threads on LIME-heavy work. Wall and CPU time (the machine may be shared).
+
+    The Dask side joins a LocalCluster started once (``--scheduler``), as a long build would: the
+    cluster's start-up is reported on its own. Every run recomputes (``--no-cache``); the worker's
+    torch threads equal this process's for the first comparison, and are 1 everywhere in the second.
+    """
+    from distributed import Client, LocalCluster
+
+    from ..executors import ExecutorSpec
+    from ..runner import run
+
+    n = 2 if quick else 8
+    light = """
+[sections.lime]
+num_samples = 100
+[sections.maps]
+enabled = false
+[sections.probe]
+enabled = false
+[sections.faithfulness]
+enabled = false
+"""
+    config = _executor_gallery(workdir, "executor", n, light)
+    threads = torch.get_num_threads()
+    out: dict = {"name": "executors: Dask vs local", "images": n, "torch_threads": threads}
+
+    def build(spec: ExecutorSpec) -> None:
+        result = run(config, use_cache=False, progress=False, log=lambda m: None, executor=spec, write_report=False)
+        if not result.ok:
+            raise RuntimeError(f"build failed: {result.failures[:2]}")
+
+    start = time.perf_counter()
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
+    out["cluster_start_s"] = time.perf_counter() - start
+    try:
+        dask_spec = ExecutorSpec(kind="dask", scheduler=cluster.scheduler_address, torch_threads=threads)
+        local_spec = ExecutorSpec()
+        build(dask_spec)  # warm-up: the worker imports torch and loads the models once
+        build(local_spec)
+        walls: dict[str, list[float]] = {"dask": [], "local": []}
+        cpus: dict[str, list[float]] = {"dask": [], "local": []}
+        for _ in range(1 if quick else max(2, repeats // 2)):
+            for name, spec in (("dask", dask_spec), ("local", local_spec)):
+                wall, cpu = _measured(lambda: build(spec))
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+    finally:
+        cluster.close()
+    ratio = statistics.median(walls["dask"]) / statistics.median(walls["local"])
+    out["one_worker_vs_local"] = {"dask_wall_s": stats(walls["dask"]), "local_wall_s": stats(walls["local"]),
+                                  "dask_cpu_s": stats(cpus["dask"]), "local_cpu_s": stats(cpus["local"]),
+                                  "ratio": ratio, "goal": "≤ 1.10×", "goal_met": ratio <= 1.10}
+
+    samples = 200 if quick else 1000
+    m = 4 if quick else 8
+    lime_heavy = f"""
+[sections.heads]
+enabled = false
+[sections.rollout]
+enabled = false
+[sections.swin]
+enabled = false
+[sections.lime]
+num_samples = {samples}
+[sections.maps]
+enabled = false
+[sections.probe]
+enabled = false
+[sections.faithfulness]
+enabled = false
+"""
+    config = _executor_gallery(workdir, "lime-heavy", m, lime_heavy)
+    shapes = {"2 workers × 1 thread": (2, 1), "1 worker × 2 threads": (1, 2)}
+    rates = {}
+    for label, (workers, per_worker) in shapes.items():
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=per_worker, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+        try:
+            spec = ExecutorSpec(kind="dask", scheduler=cluster.scheduler_address, chunk_size=1, torch_threads=1)
+            with Client(cluster.scheduler_address) as client:  # warm-up: every worker thread loads its models
+                client.wait_for_workers(workers)
+            build(spec)
+            wall, cpu = _measured(lambda: build(spec))
+        finally:
+            cluster.close()
+        jobs = 2 * m
+        rates[label] = {"wall_s": wall, "cpu_s": cpu, "jobs": jobs, "jobs_per_s": jobs / wall,
+                        "cpu_utilisation": cpu / wall}
+    ratio = rates["2 workers × 1 thread"]["jobs_per_s"] / rates["1 worker × 2 threads"]["jobs_per_s"]
+    out["workers_vs_threads"] = {
+        "workload": f"LIME only, {samples} samples, {m} images × 2 models, chunk 1, torch 1 thread per task",
+        **rates, "throughput_ratio": ratio,
+        "note": "LIME is mostly Python and NumPy between small forward passes (segmentation, perturbation, the "
+                "ridge fits): two threads of one process contend for the GIL, two processes do not"}
+    return out
+
+
+def bench_dataset_scaling(quick: bool, workdir: Path) -> dict:
+    """Cost per added image in dataset mode, up to 1,000 images of the embedded models (heads, rollout,
+    swin; figures for a sample of 10 plus every misclassified image): local executor, from scratch,
+    after a warm-up run (imports, model loads). Linear when the CPU seconds per added image of the
+    last step are within 1.25× of the first step's."""
+    from ..config import load_config
+    from ..runner import run
+
+    counts = [10, 20, 40] if quick else [100, 400, 1000]
+    data = np.load(ROOT / "tests" / "data" / "fashion_mnist_test_1k.npz")
+    classes = ["t-shirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
+    from PIL import Image
+
+    def point(n: int) -> dict:
+        root = workdir / f"dataset{n}"
+        for i in range(n):
+            folder = root / "set" / classes[int(data["labels"][i])]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(data["images"][i]).save(folder / f"{i:04d}.png")
+        config = root / "gallery.toml"
+        config.write_text(f"""
+title = "Dataset {n}"
+images = "{root / 'set'}"
+output = "{root / 'build'}"
+site_dir = "{root / 'site'}"
+[dataset]
+enabled = true
+sample = 10
+[[models]]
+name = "ViT-FMNIST"
+arch = "vit_fmnist_patch4_28"
+weights = "file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors"
+[[models]]
+name = "Swin-FMNIST"
+arch = "swin_fmnist_patch2_28"
+weights = "file:{ROOT}/generator/weights/swin_fmnist_patch2_28.safetensors"
+[sections.lime]
+enabled = false
+[sections.maps]
+enabled = false
+[sections.probe]
+enabled = false
+[sections.faithfulness]
+enabled = false
+""")
+        cfg = load_config(config)
+        holder = {}
+        wall, cpu = _measured(lambda: holder.setdefault("r", run(cfg, progress=False, log=lambda m: None)))
+        result = holder["r"]
+        shutil.rmtree(root, ignore_errors=True)
+        return {"images": n, "wall_s": wall, "cpu_s": cpu, "results": len(result.results),
+                "failures": len(result.failures), "with_figures": len(result.dataset["sampled"]),
+                "accuracy": {k: v["accuracy"] for k, v in result.dataset["accuracy"].items()}}
+
+    point(5)  # warm-up: imports, model loads, matplotlib's fonts
+    points = [point(n) for n in counts]
+    slopes = [{"from": a["images"], "to": b["images"],
+               "wall_s_per_image": (b["wall_s"] - a["wall_s"]) / (b["images"] - a["images"]),
+               "cpu_s_per_image": (b["cpu_s"] - a["cpu_s"]) / (b["images"] - a["images"])}
+              for a, b in zip(points, points[1:])]
+    first, last = slopes[0]["cpu_s_per_image"], slopes[-1]["cpu_s_per_image"]
+    return {"name": "dataset mode: cost per added image", "points": points, "slopes": slopes,
+            "linear": bool(last <= 1.25 * max(first, 1e-9)),
+            "note": "2 models × 3 sections per image; CPU time is this process's (the machine may be shared), "
+                    "so the slopes use it; images with figures grow with the misclassified ones"}
+
+
 def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json") -> dict:
     repeats = 5
     torch.manual_seed(0)
@@ -768,6 +990,10 @@ def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json") -> di
         results["batch_sizes"] = bench_batch_sizes(quick, repeats)
         results["floor"] = bench_floor(quick, repeats)
         print(json.dumps(results["floor"], indent=1), flush=True)
+        results["executors"] = bench_executors(quick, repeats, work)
+        print(json.dumps(results["executors"], indent=1, default=str), flush=True)
+        results["dataset_scaling"] = bench_dataset_scaling(quick, work)
+        print(json.dumps(results["dataset_scaling"], indent=1, default=str), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     out.parent.mkdir(parents=True, exist_ok=True)
