@@ -28,15 +28,14 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable
 
 from .cache import Record, ResultCache
 from .report import trimmed_traceback
 
 if TYPE_CHECKING:
-    from .images import ImageItem
     from .loaded_model import LoadedModel
     from .plan import Job
     from .sections import Section

@@ -3,7 +3,6 @@ its figures, its rule-made sentences, and the claims chapter fed from it."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

@@ -347,7 +347,7 @@
     var figure = el("div", { class: "vx-figure" }, body);
     this.stage = el("div", { class: "vx-stage" }, figure);
     this.stage.style.aspectRatio = m.image_size[1] + " / " + m.image_size[0];
-    this.image = el("img", { class: "vx-image", alt: "", src: new URL(m.image_file, this.folderUrl).href, draggable: "false" }, this.stage);
+    this.image = el("img", { class: "vx-image", alt: "The image the model sees, under the attention overlay", src: new URL(m.image_file, this.folderUrl).href, draggable: "false" }, this.stage);
     this.overlay = el("canvas", { class: "vx-overlay", tabindex: 0, role: "img" }, this.stage);
     this.lines = el("canvas", { class: "vx-lines", "aria-hidden": "true" }, this.stage);
     this.caption = el("p", { class: "vx-caption" }, figure);

@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .overlay import OVERLAY_CMAP
-from .style import new_figure
+from .style import attach_data, new_figure
 
 
 def _upsampled(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -54,4 +54,4 @@ def maps_figure(view: np.ndarray, maps: list[np.ndarray], titles: list[str], sca
     if mappable is not None:
         fig.colorbar(mappable, cax=fig.add_subplot(grid[:, cols]), label=label)
     fig.suptitle(title)
-    return fig
+    return attach_data(fig, maps=[np.asarray(m) for m in maps], methods=list(titles), scale=scale)

@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from .style import new_figure
+from .style import attach_data, new_figure
 
 __all__ = [
     "MAX_WIDTH",
@@ -102,7 +102,7 @@ def mean_distance_figure(distance: np.ndarray, *, low: np.ndarray | None = None,
     _fonts(ax)
     if title:
         fig.suptitle(title, fontsize=TITLE_FONT)
-    return fig
+    return attach_data(fig, mean_distance=distance, low=low, high=high)
 
 
 def entropy_figure(entropy: np.ndarray, *, low: np.ndarray | None = None, high: np.ndarray | None = None,
@@ -122,7 +122,7 @@ def entropy_figure(entropy: np.ndarray, *, low: np.ndarray | None = None, high: 
     _fonts(ax)
     if title:
         fig.suptitle(title, fontsize=TITLE_FONT)
-    return fig
+    return attach_data(fig, entropy=entropy, low=low, high=high)
 
 
 def positional_map_figure(positional: np.ndarray, *, title: str = "") -> Figure:
@@ -153,7 +153,7 @@ def positional_map_figure(positional: np.ndarray, *, title: str = "") -> Figure:
     if title:
         fig.suptitle(title, fontsize=TITLE_FONT)
     fig.subplots_adjust(left=0.15, right=0.85, bottom=0.18, top=0.88)
-    return fig
+    return attach_data(fig, positional=positional)
 
 
 def block_similarity_figure(mean: np.ndarray, *, low: np.ndarray | None = None, high: np.ndarray | None = None,
@@ -179,7 +179,7 @@ def block_similarity_figure(mean: np.ndarray, *, low: np.ndarray | None = None, 
     _fonts(ax)
     if title:
         fig.suptitle(title, fontsize=TITLE_FONT)
-    return fig
+    return attach_data(fig, similarity=mean, low=low, high=high)
 
 
 def swin_kernels_figure(kernels: np.ndarray, classes: Sequence[Sequence[str]], *, stage: int,
@@ -224,4 +224,4 @@ def swin_kernels_figure(kernels: np.ndarray, classes: Sequence[Sequence[str]], *
         _colorbar(fig, image, axes, "weight ÷ uniform weight", fraction=0.05, pad=0.03)
     fig.supxlabel("offset key − query: dx to the right, dy down; + marks (0, 0)", fontsize=MIN_FONT, y=0.0)
     fig.suptitle(title or f"stage {stage}: mean attention by offset inside windows", fontsize=TITLE_FONT)
-    return fig
+    return attach_data(fig, kernels=kernels, classes=[list(c) for c in classes], stage=stage)
