@@ -86,12 +86,27 @@ class StatsSection(Section):
         return [UNIT] if self._image_files() else []
 
     def _image_files(self) -> list:
+        """The image files the statistics read: files whose header Pillow recognises (no decoding).
+
+        A file that is not an image (reported by the image scan) does not change the statistics,
+        so it does not change their cache key either.
+        """
+        from PIL import Image, UnidentifiedImageError
+
         from ..images import IMAGE_SUFFIXES
 
         folder = self.config.images
         if not folder.is_dir():
             return []
-        return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        readable = []
+        for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                           and not p.is_symlink()):
+            try:
+                with Image.open(path):
+                    readable.append(path)
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError):
+                continue
+        return readable
 
     def unit_params(self, unit: str) -> dict:
         """The SHA-256 of every image file of the set (raw bytes: no decoding at plan time)."""
