@@ -70,8 +70,12 @@ def test_build_exports_every_image_and_model_under_its_own_slugs(gallery):
     page = (docs / "images" / "synthetic-0.md").read_text()
     assert 'data-manifest="explorer/vit/synthetic-0/manifest.js"' in page
     assert 'data-manifest="explorer/swin/synthetic-0/manifest.js"' in page
-    mkdocs = (gallery / "build" / "mkdocs.yml").read_text()
-    assert "assets/vit-explorer/explorer.js" in mkdocs and "assets/vit-explorer/explorer.css" in mkdocs
+    from generator.resources import theme_config
+
+    theme = theme_config().read_text()  # every page loads the explorer's assets (the theme lists them)
+    assert "assets/vit-explorer/explorer.js" in theme and "assets/vit-explorer/explorer.css" in theme
+    assert (docs / "assets" / "vit-explorer" / "explorer.js").is_file()
+    assert (gallery / "site" / "assets" / "vit-explorer" / "explorer.js").is_file()
 
 
 @pytest.mark.parametrize("transport", ["http", "file"])
