@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from html import escape as html_escape
@@ -27,8 +26,10 @@ from .expected import (
 
 
 def md_cell(text: str) -> str:
-    """A table cell as the pages write plain text: Markdown specials backslash-escaped, then HTML-escaped."""
-    return html.escape(re.sub(r"([\\`*_{}\[\]()#+!|~-])", r"\\\1", text), quote=True)
+    """A table cell as the pages write plain text (the site's own escaping of user text)."""
+    from generator.site import escape_md
+
+    return str(escape_md(text))
 
 
 def build(config: Path, *args: str) -> subprocess.CompletedProcess:
