@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .attention import TokenLayout, vit_attention, vit_token_layout
+from .bootstrap import Interval, bootstrap_interval
 from .swin import BlockGeometry, swin_blocks, window_attention
 
 __all__ = [
@@ -304,59 +305,6 @@ def consecutive_similarity(maps: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- aggregation
-
-
-@dataclass(frozen=True)
-class Interval:
-    """Mean over images and its percentile-bootstrap interval.
-
-    Attributes:
-        mean, low, high: arrays of the per-image statistic's trailing shape.
-        n_images: images averaged.
-        n_boot, seed, confidence: the bootstrap settings that produced ``low`` and ``high``.
-    """
-
-    mean: np.ndarray
-    low: np.ndarray
-    high: np.ndarray
-    n_images: int
-    n_boot: int
-    seed: int
-    confidence: float
-
-
-def bootstrap_interval(values: np.ndarray | torch.Tensor, *, n_boot: int = 2000, seed: int = 0,
-                       confidence: float = 0.95) -> Interval:
-    """Mean over the first axis (images) and a seeded percentile-bootstrap interval.
-
-    Images are resampled with replacement ``n_boot`` times (one multinomial draw of counts
-    per resample, from ``numpy.random.default_rng(seed)``); the interval is the
-    ((1 − confidence)/2, (1 + confidence)/2) quantiles of the resampled means. The same
-    ``seed`` gives the same interval. NaN in any image makes that cell NaN. With one image the
-    interval collapses onto the mean.
-
-    Args:
-        values: (images, ...) per-image statistic.
-
-    Returns:
-        :class:`Interval` with arrays shaped like ``values[0]``.
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim == 0 or values.shape[0] == 0:
-        raise ValueError("need at least one image along the first axis")
-    if n_boot < 1 or not 0 < confidence < 1:
-        raise ValueError(f"need n_boot ≥ 1 and 0 < confidence < 1, got {n_boot}, {confidence}")
-    n = values.shape[0]
-    flat = values.reshape(n, -1)
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot)  # n_boot, n
-    with np.errstate(invalid="ignore"):
-        means = counts @ flat / n  # n_boot, cells
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha], axis=0)
-    shape = values.shape[1:]
-    return Interval(mean=flat.mean(axis=0).reshape(shape), low=low.reshape(shape), high=high.reshape(shape),
-                    n_images=n, n_boot=n_boot, seed=seed, confidence=confidence)
 
 
 # ----------------------------------------------------------------------------- ViT

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .attention_stats import bootstrap_interval
+from .bootstrap import bootstrap_interval
 from .caveats import perturb_caveats
 from .findings import Finding, edit_effect, lime_models_agree, mean_fusion_best, not_testable, study_claims
 from .results import JobResult, RunResult

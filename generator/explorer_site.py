@@ -24,12 +24,15 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from .atomic import write_if_changed
-from .explorer import ExplorerData, explorer_files
+
+if TYPE_CHECKING:  # generator.explorer captures with torch; writing the site's assets needs neither
+    from .explorer import ExplorerData
 
 __all__ = [
     "ASSET_FILES",
@@ -107,6 +110,8 @@ def write_explorer(docs_dir: Path, image_slug: str, model_slug: str, data: Explo
     Returns:
         :class:`ExplorerPage`.
     """
+    from .explorer import explorer_files
+
     key = explorer_key(model_slug, image_slug)
     folder = Path(docs_dir) / "explorer" / model_slug / image_slug
     files, manifest = explorer_files(data, key, _png(view), top_k=top_k, binary=binary)

@@ -105,6 +105,36 @@ def write_tables(docs_dir: Path, section: Section, model_slug: str, record: Reco
     return written
 
 
+def write_outputs(section: Section, record: Record, job: Job, cache: ResultCache, docs_dir: Path,
+                  model_slug: str) -> dict[str, Any]:
+    """The section's extra outputs (:meth:`Section.write_outputs`), written unless a stamp says they exist.
+
+    A section whose outputs list their files (``outputs["files"]``: docs-relative path → size in
+    bytes) gets a stamp per key and output place; a rebuild that finds the stamp and every listed
+    file at its size reuses the outputs without reading the record's arrays again.
+    """
+    stamp_name = f"outputs-{section.name}-{model_slug}-{record.image}"
+    if cache.has_stamp(job.key, stamp_name):
+        try:
+            outputs = json.loads(cache.read_stamp(job.key, stamp_name))
+            files = outputs["files"]
+            if files and all(_has_size(docs_dir / rel, size) for rel, size in files.items()):
+                return outputs
+        except (ValueError, TypeError, KeyError, AttributeError, OSError):  # unreadable: write again
+            pass
+    outputs = section.write_outputs(docs_dir, model_slug, record)
+    if outputs.get("files"):
+        cache.stamp(job.key, stamp_name, canonical_json(outputs))
+    return outputs
+
+
+def _has_size(path: Path, size: int) -> bool:
+    try:
+        return path.stat().st_size == size
+    except OSError:
+        return False
+
+
 def _render(section: Section, record: Record, job: Job, cache: ResultCache, docs_dir: Path,
             model_slug: str, dpi: int) -> dict[str, FigureRef]:
     """Draw and write the record's figures unless a stamp says they exist for this key, dpi and place.

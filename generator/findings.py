@@ -17,12 +17,13 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 from scipy.stats import spearmanr
 
-from .attention_stats import SwinAttentionStats, VitAttentionStats
+if TYPE_CHECKING:  # attention_stats imports torch; pages read findings without it
+    from .attention_stats import SwinAttentionStats, VitAttentionStats
 
 __all__ = [
     "BIAS_EXPLAINS_MIN_CORRELATION",

@@ -32,7 +32,7 @@ from .atomic import write_fault
 from .cache import Record, ResultCache, canonical_json
 from .executors import ExecutorSpec, Outcome, WorkItem, make_executor
 from .settings import GalleryConfig
-from .figures import RenderError, RenderExecutor, write_data, write_tables
+from .figures import RenderError, RenderExecutor, write_data, write_outputs, write_tables
 from .images import ImageItem, ImageLoadError, display_name, scan_dataset, scan_images, slugify_name
 from .loaded_model import open_model
 from .outcomes import JobSkipped, Skip
@@ -234,7 +234,9 @@ def run(
                     record.model, record.image = job.model, job.image
                     write_data(docs_dir, section.name, model_slug, job, record)
                     tables = write_tables(docs_dir, section, model_slug, record)
-                    outputs = section.write_outputs(docs_dir, model_slug, record)
+                    # dataset mode: only the sample gets page material (step 3)
+                    outputs = {} if dataset_mode else write_outputs(section, record, job, cache, docs_dir,
+                                                                     model_slug)
                     pending.append((section, job, record, outcome.cached, tables, outputs))
                 except (FailFast, OutputWriteError):
                     batch.release()
@@ -274,6 +276,15 @@ def run(
                         full = record if not use_cache else reader.get(job.key)
                         if full is not None:
                             full.model, full.image = job.model, job.image
+                            try:
+                                outputs = write_outputs(section, full, job, reader, docs_dir, model_slug)
+                            except Exception as exc:
+                                if write_fault(exc) is not None:
+                                    raise write_failed(exc, f"the output in {out}") from None
+                                record_failure(Failure(stage="render", section=section.name, model=job.model,
+                                                       image=job.image, error=f"{type(exc).__name__}: {exc}",
+                                                       traceback=trimmed_traceback(exc)))
+                                continue
                             drawn.append((section, job, full, cached, tables, outputs))
                             continue
                     kept.append((section, job, record, cached, tables, outputs))
@@ -366,11 +377,10 @@ def prediction_of(meta: dict) -> dict | None:
 
 
 def label_matches(known: str, predicted: dict) -> bool:
-    """Whether a prediction names the known class: the same name up to case and punctuation
-    (folder ``t-shirt-top`` is class ``T-shirt/top``), or a folder named by the class index (``7``)."""
-    if known.isdigit():
-        return int(known) == int(predicted["index"])
-    return slugify_name(known) == slugify_name(str(predicted["label"]))
+    """Whether a prediction (``{"index", "label"}``) names the known class (:func:`generator.render.text.label_matches`)."""
+    from .render.text import label_matches as names_class
+
+    return names_class(known, str(predicted["label"]), int(predicted["index"]))
 
 
 def sample_rank(seed: int, slug: str) -> str:

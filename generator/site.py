@@ -227,6 +227,7 @@ def predictions(result: RunResult, known: dict[str, str]) -> dict[str, list[dict
     from .render.text import label_matches
 
     names = {i.slug: i.name for i in result.images}
+    folder_labels = {i.slug: i.known_label for i in result.images if i.known_label is not None}  # dataset mode
     order = {m.name: i for i, m in enumerate(result.models)}
     display = {m.name: m.display_name for m in result.models}
     section_order = {cls.name: i for i, cls in enumerate(SECTIONS)}
@@ -235,10 +236,12 @@ def predictions(result: RunResult, known: dict[str, str]) -> dict[str, list[dict
         top = r.meta.get("top") if isinstance(r.meta, dict) else None
         if not top or r.image not in names or r.model in out[r.image]:
             continue
-        label = known.get(names[r.image])
+        label = known.get(names[r.image], folder_labels.get(r.image))
+        index = top[0].get("index")
         out[r.image][r.model] = {"model": display.get(r.model, r.model), "label": top[0]["label"],
                                  "prob": float(top[0]["prob"]), "known": label,
-                                 "correct": None if label is None else label_matches(label, top[0]["label"])}
+                                 "correct": None if label is None else label_matches(
+                                     label, str(top[0]["label"]), None if index is None else int(index))}
     return {image: sorted(rows.values(), key=lambda row: order.get(row["model"], 0))
             for image, rows in out.items()}
 
@@ -360,7 +363,8 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
         all_results = [r for r in result.results if r.section == section.name]
         page("chapters/section.md.j2", f"chapters/{slug}.md", chapter={"title": title, "intro": intro},
              entries=entries, models=model_by_name, chapter_extras=section.chapter_extras(all_results))
-    write_claims_page(result, page)
+    if result.models:  # with no model loaded there is no claim to test
+        write_claims_page(result, page)
     config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
     page("reproducibility.md.j2", "reproducibility.md", report=report, config=result.config, config_text=config_text)
     page("figure-list.md.j2", "figure-list.md", figures=figure_index(result), dpi=result.config.run.dpi,
@@ -435,7 +439,8 @@ def chapter_list(result: RunResult) -> list[dict[str, str]]:
     for section in enabled_sections(result):
         slug, title, _ = section.chapter
         chapters.append({"title": title, "path": f"chapters/{slug}.md"})
-    chapters.append({"title": "The study's claims, tested", "path": "chapters/claims.md"})
+    if result.models:
+        chapters.append({"title": "The study's claims, tested", "path": "chapters/claims.md"})
     chapters.append({"title": "Reproducibility", "path": "reproducibility.md"})
     return chapters
 

@@ -25,4 +25,4 @@ def test_bench_quick_writes_valid_json(tmp_path):
     assert results["floor"]["matmul_gflops"] > 0
     assert results["executors"]["one_worker_vs_local"]["ratio"] > 0
     assert results["executors"]["workers_vs_threads"]["throughput_ratio"] > 0
-    assert [p["images"] for p in results["dataset_scaling"]["points"]] == [10, 40]
+    assert [p["images"] for p in results["dataset_scaling"]["points"]] == [10, 20, 40]

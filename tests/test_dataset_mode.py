@@ -144,11 +144,11 @@ def test_dataset_build_pages_only_the_sample_and_aggregates_over_all(tmp_path, m
     assert {i.slug for i in run.images} == sampled
     assert {p.stem for p in (docs / "images").glob("*.md")} == sampled
     assert {p.stem for p in (docs / "figures").rglob("*.png")} == sampled
-    assert all(bool(r.figures) == (r.image in sampled) for r in run.results)
+    assert all(bool(r.figures or r.outputs) == (r.image in sampled) for r in run.results)  # figures, explorers
     page = (docs / "images" / f"{sorted(sampled)[0]}.md").read_text()
-    assert "Known label" in page and ("(right)" in page or "(wrong)" in page)
+    assert "Known label" in page and (", correct" in page or ", wrong" in page)
     index = (docs / "index.md").read_text()
-    assert "## Dataset" in index and "ViT\\-FMNIST" in index
+    assert "## Dataset" in index and "ViT&#45;FMNIST" in index
     report = json.loads((cfg.output / "run_report.json").read_text())
     assert report["dataset"]["accuracy"] == data["accuracy"]
     # a second build reuses every result and chooses the same sample

@@ -308,8 +308,8 @@ def test_write_explorer_files_placeholder_template_and_assets(tmp_path, captured
     from generator.site import make_environment
 
     text = make_environment().get_template("sections/explorer.md.j2").render(
-        explorers=[{"page": page, "label": "ViT <x>"}])
-    assert '=== "ViT &lt;x&gt;"' in text
+        extras={"explorers": [{"manifest": page.manifest, "key": page.key, "label": "ViT <x>"}]})
+    assert re.search(r'=== "ViT &(lt|#60);x&(gt|#62);"', text) and "<x>" not in text
     assert f'<div class="vit-explorer" data-manifest="{page.manifest}" data-key="{page.key}"' in text
 
     assert mkdocs_extra() == {"extra_javascript": ["assets/vit-explorer/explorer.js"],
@@ -619,16 +619,19 @@ def test_arrow_keys_move_the_query_and_canvas_is_accessible(browser, base):
 @pytest.fixture(scope="module")
 def mkdocs_site(tmp_path_factory, captured):
     require_chromium()
-    from generator.site import BASE_MKDOCS, make_environment
+    from generator.resources import theme_config
+    from generator.site import copy_site_assets, make_environment
 
     root = tmp_path_factory.mktemp("explorer-mkdocs")
     docs = root / "docs"
+    copy_site_assets(docs)  # the theme's own scripts (the worker shim it names)
     write_explorer_assets(docs)
     entries = []
     for name, (data, _x, view) in captured.items():
         page = write_explorer(docs, IMAGE_SLUG, MODEL_SLUG[name], data, view)
-        entries.append({"page": page, "label": {VIT: "ViT-FMNIST", SWIN: "Swin-FMNIST"}[name]})
-    body = make_environment().get_template("sections/explorer.md.j2").render(explorers=entries)
+        entries.append({"manifest": page.manifest, "key": page.key,
+                        "label": {VIT: "ViT-FMNIST", SWIN: "Swin-FMNIST"}[name]})
+    body = make_environment().get_template("sections/explorer.md.j2").render(extras={"explorers": entries})
     (docs / "images").mkdir()
     (docs / "images" / "sample.md").write_text("# Sample\n\nGo [back home](../index.md).\n\n## Attention explorer\n\n" + body, encoding="utf-8")
     (docs / "index.md").write_text("# Home\n\nSee [the sample](images/sample.md).\n", encoding="utf-8")
@@ -642,7 +645,7 @@ def mkdocs_site(tmp_path_factory, captured):
     extra = mkdocs_extra()
     config = root / "mkdocs.yml"
     config.write_text("\n".join([
-        f"INHERIT: {json.dumps(str(BASE_MKDOCS))}",
+        f"INHERIT: {json.dumps(str(theme_config()))}",
         "site_name: Explorer test",
         f"site_url: {json.dumps(base)}",
         f"docs_dir: {json.dumps(str(docs))}",
@@ -650,6 +653,7 @@ def mkdocs_site(tmp_path_factory, captured):
         "theme:",
         "  name: material",
         "  features: [navigation.instant, navigation.sections, content.tabs.link]",
+        "plugins: [search]",  # the theme's offline plugin turns instant navigation off
         f"extra_javascript: {json.dumps(extra['extra_javascript'])}",
         f"extra_css: {json.dumps(extra['extra_css'])}",
         'nav: [{"Home": "index.md"}, {"Sample": "images/sample.md"}]',
@@ -668,9 +672,9 @@ def mkdocs_site(tmp_path_factory, captured):
 
 def test_in_mkdocs_material_with_instant_navigation(browser, mkdocs_site):
     site_dir, base = mkdocs_site
-    html = (site_dir / "images" / "sample" / "index.html").read_text(encoding="utf-8")
+    html = (site_dir / "images" / "sample.html").read_text(encoding="utf-8")
     assert html.count('class="vit-explorer"') == 2 and "assets/vit-explorer/explorer.js" in html
-    w = Watched(browser, base).open("images/sample/")
+    w = Watched(browser, base).open("images/sample.html")
     assert w.state(0)["key"] == f"vit-fmnist--{IMAGE_SLUG}"
     # the second tab's explorer is built too, and drawn once its tab is shown
     w.page.get_by_text("Swin-FMNIST", exact=True).first.click()
@@ -698,7 +702,7 @@ def test_in_mkdocs_material_with_instant_navigation(browser, mkdocs_site):
     key = f"vit-fmnist--{IMAGE_SLUG}"
     dark = Watched(browser, base)
     dark.page.emulate_media(color_scheme="dark")
-    dark.open(f"images/sample/#{key}.block=2&{key}.head=1&{key}.query=4,5&{key}.mode=rollout")
+    dark.open(f"images/sample.html#{key}.block=2&{key}.head=1&{key}.query=4,5&{key}.mode=rollout")
     state = dark.state(0)
     assert (state["block"], state["head"], state["mode"], state["query"]["r"], state["query"]["c"]) == (2, 1, "rollout", 4, 5)
     assert dark.page.evaluate("document.body.getAttribute('data-md-color-scheme')") == "slate"

@@ -272,7 +272,7 @@ def test_run_report_lists_each_bad_file_once(tmp_path, monkeypatch):
 def test_unreadable_figure_stamp_means_draw_again(tiny_gallery):
     assert build(tiny_gallery).returncode == 0
     cache_root = load_config(tiny_gallery).output / "cache"
-    stamps = list(cache_root.rglob("figures-150-*.ok"))
+    stamps = list(cache_root.rglob("figures-r*-150-*.ok"))
     assert stamps
     stamps[0].write_text("{ not json")
     again = build(tiny_gallery)

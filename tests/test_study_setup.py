@@ -346,9 +346,9 @@ def test_study_config_builds_with_tagged_local_weights(tmp_path, study_weights):
     from timm.models import get_pretrained_cfg
 
     # what this test checks needs perturb and probe; the explanation sections have tests of their own
-    config = _report_config(tmp_path, study_weights, "\n[sections.faithfulness]\nenabled = false\n")
+    config = _report_config(tmp_path, study_weights)
     text = config.read_text(encoding="utf-8")
-    for section in ("heads", "rollout", "swin", "lime"):
+    for section in ("heads", "rollout", "swin", "lime", "faithfulness"):
         text = text.replace(f"[sections.{section}]\n", f"[sections.{section}]\nenabled = false\n")
     config.write_text(text, encoding="utf-8")
     proc = subprocess.run([sys.executable, "-m", "generator", "build", "--config", str(config), "--quiet"],
@@ -413,7 +413,8 @@ def test_cpu_preset_is_the_study_on_one_photo():
     assert sections.lime.num_samples < full.sections.lime.num_samples
     steps = lambda f: -(-f.grid ** 2 // f.step)  # noqa: E731  (forward passes per curve, less one)
     assert steps(sections.faithfulness) < steps(full.sections.faithfulness)
-    assert sections.faithfulness.lime_samples < full.sections.faithfulness.lime_samples
+    lime_map_samples = lambda c: c.methods.lime.num_samples or c.sections.lime.num_samples  # noqa: E731
+    assert lime_map_samples(cpu) < lime_map_samples(full)
     assert sections.probe.datasets == full.sections.probe.datasets
 
 

@@ -7,6 +7,8 @@ here, so a rule ("never print -0", "1 window") holds everywhere at once.
 from __future__ import annotations
 
 import math
+import re
+import unicodedata
 from collections.abc import Iterable
 
 #: Significant digits when nothing needs separating.
@@ -23,10 +25,11 @@ def fmt_number(value: float, digits: int = DEFAULT_DIGITS) -> str:
         digits: significant digits (>= 1).
 
     Returns:
-        Plain notation for 1e-4 <= |value| < 1e6, otherwise scientific with a proper minus sign.
+        Plain notation for 1e-4 <= |value| < 1e6, otherwise scientific; "0" for zero and for
+        values below 1e-(digits + 8).
 
-    >>> fmt_number(0.00712345), fmt_number(-0.0000001), fmt_number(1234.5, 2), fmt_number(0.0)
-    ('0.00712', '0', '1200', '0')
+    >>> fmt_number(0.00712345), fmt_number(-0.0000001), fmt_number(1234.5, 2), fmt_number(-1e-20)
+    ('0.00712', '-1.00e-07', '1200', '0')
     """
     value = float(value)
     if math.isnan(value):
@@ -103,13 +106,23 @@ def short_class_name(name: str) -> str:
     return first or str(name)
 
 
-def label_matches(known: str, class_name: str) -> bool:
-    """Whether a known label names a model's class: equal to the whole name or one of its
-    comma-separated synonyms, ignoring case and surrounding spaces.
+def label_matches(known: str, class_name: str, class_index: int | None = None) -> bool:
+    """Whether a known label names a model's class.
 
-    >>> label_matches("tabby", "tabby, tabby cat"), label_matches("T-shirt/top", "t-shirt/top"), label_matches("cat", "tabby")
+    The label matches the whole class name or one of its comma-separated synonyms, ignoring
+    case and punctuation (a folder named ``t-shirt-top`` names ``T-shirt/top``). A label of
+    digits names the class index instead, unless the class names are digits themselves.
+
+    >>> label_matches("tabby", "tabby, tabby cat"), label_matches("t-shirt-top", "T-shirt/top"), label_matches("cat", "tabby")
     (True, True, False)
+    >>> label_matches("7", "Sneaker", 7), label_matches("7", "3", 7)
+    (True, False)
     """
-    k = known.strip().casefold()
-    names = [class_name] + class_name.split(",")
-    return any(k == n.strip().casefold() for n in names)
+    k = _label_key(known)
+    if k.isdigit() and class_index is not None and not _label_key(class_name).isdigit():
+        return int(k) == int(class_index)
+    return any(k == _label_key(n) for n in [class_name, *class_name.split(",")])
+
+
+def _label_key(text: str) -> str:
+    return re.sub(r"[^0-9a-z]+", "-", unicodedata.normalize("NFKD", str(text)).casefold()).strip("-")

@@ -125,7 +125,9 @@ class Section(ABC):
     def write_outputs(self, docs_dir: Path, model_slug: str, record: Record) -> dict[str, Any]:
         """Files beyond data, tables and figures (e.g. the explorer's), under the job's own slugs.
 
-        Returns what pages need to link them (kept on the job result as ``outputs``).
+        Returns what pages need to link them (kept on the job result as ``outputs``). Listing the
+        files written as ``"files"`` (docs-relative path → size in bytes) lets an unchanged rebuild
+        skip the writing (:func:`generator.figures.write_outputs`).
         """
         return {}
 

@@ -77,7 +77,7 @@ class ExplorerSection(Section):
                             image_size=tuple(m["image_size"]), patch_size=tuple(m["patch_size"]))
         page = write_explorer(docs_dir, record.image, model_slug, data, record.arrays["view"], top_k=m["top_k"])
         return {"manifest": page.manifest, "key": page.key, "first_load_bytes": page.first_load_bytes,
-                "total_bytes": page.total_bytes}
+                "total_bytes": page.total_bytes, "files": {f"{page.folder}/{n}": size for n, size in page.files.items()}}
 
     def render(self, record: Record) -> dict[str, Figure]:
         return {}

@@ -49,7 +49,7 @@ class StatsSettings(SectionSettings):
 
 
 def _interval(values: np.ndarray, s: StatsSettings) -> dict:
-    from ..attention_stats import bootstrap_interval
+    from ..bootstrap import bootstrap_interval
 
     iv = bootstrap_interval(values, n_boot=s.bootstrap_samples, seed=s.seed, confidence=s.confidence)
     return {"mean": _num(iv.mean), "low": _num(iv.low), "high": _num(iv.high)}
