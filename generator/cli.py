@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -39,7 +40,7 @@ def _build_options(fn):
         click.option("--no-site", is_flag=True, help="Write figures and Markdown pages but do not run mkdocs."),
         click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True,
                      help="Worker processes that draw figures (outputs are identical for any value)."),
-        click.option("--quiet", is_flag=True, help="No progress bars."),
+        click.option("--quiet", is_flag=True, help="No progress bars (the libraries' own included)."),
         click.option("--strict", is_flag=True,
                      help="Count skipped jobs (a probe dataset that is not there) as failures: exit 1."),
         click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
@@ -77,6 +78,8 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
     from .runner import FailFast, OutputWriteError
     from .sections import SECTIONS
 
+    if quiet:  # the libraries' own bars (LIME's samples, Score-CAM's channels) go quiet too
+        os.environ.setdefault("TQDM_DISABLE", "1")
     overrides = {"run.device": device} if device else {}
     if only is not None:
         overrides.update({f"sections.{cls.name}.enabled": cls.name == only for cls in SECTIONS})

@@ -961,7 +961,33 @@ enabled = false
                     "so the slopes use it; images with figures grow with the misclassified ones"}
 
 
-def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json") -> dict:
+#: Row groups (printed as they finish, one line per row).
+ROW_GROUPS = {
+    "capture": lambda quick, repeats, work: bench_capture(quick, repeats),
+    "lime": lambda quick, repeats, work: bench_lime(quick, repeats),
+    "probe": lambda quick, repeats, work: bench_probe(quick, repeats, work),
+    "incremental": lambda quick, repeats, work: bench_incremental(quick, repeats, work),
+    "faithfulness": lambda quick, repeats, work: bench_faithfulness_curves(quick, repeats),
+    "methods": lambda quick, repeats, work: bench_methods(quick, repeats, work),
+}
+#: Sections of results.json of their own.
+REPORTS = {
+    "stats_overhead": lambda quick, repeats, work: bench_stats_overhead(quick, 1 if quick else 3, work),
+    "scaling": lambda quick, repeats, work: bench_scaling(quick, work),
+    "memory": lambda quick, repeats, work: bench_memory(quick, work),
+    "large_images": lambda quick, repeats, work: bench_large_images(quick, work),
+    "batch_sizes": lambda quick, repeats, work: bench_batch_sizes(quick, repeats),
+    "floor": lambda quick, repeats, work: bench_floor(quick, repeats),
+    "executors": lambda quick, repeats, work: bench_executors(quick, repeats, work),
+    "dataset_scaling": lambda quick, repeats, work: bench_dataset_scaling(quick, work),
+}
+
+
+def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json", only: tuple[str, ...] = ()) -> dict:
+    """Run the benchmarks (``only``: these row groups and reports, by name) and write ``out``."""
+    unknown = sorted(set(only) - set(ROW_GROUPS) - set(REPORTS))
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {sorted({*ROW_GROUPS, *REPORTS})}")
     repeats = 5
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="vit-gallery-bench-"))
@@ -973,29 +999,23 @@ def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json") -> di
                     "device": "cpu", "cuda": torch.cuda.is_available()},
         "versions": {"torch": torch.__version__, "timm": __import__("timm").__version__, "python": platform.python_version()},
         "quick": quick, "repeats": repeats, "rows": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "only": list(only),
     }
     try:
-        for step in (lambda: bench_capture(quick, repeats), lambda: bench_lime(quick, repeats),
-                     lambda: bench_probe(quick, repeats, work), lambda: bench_incremental(quick, repeats, work),
-                     lambda: bench_faithfulness_curves(quick, repeats), lambda: bench_methods(quick, repeats, work)):
-            for r in step():
+        for name, group in ROW_GROUPS.items():
+            if only and name not in only:
+                continue
+            for r in group(quick, repeats, work):
                 results["rows"].append(r)
                 print(_format(r), flush=True)
-        results["stats_overhead"] = bench_stats_overhead(quick, 1 if quick else 3, work)
-        print(json.dumps(results["stats_overhead"]["median"], indent=1), flush=True)
-        results["scaling"] = bench_scaling(quick, work)
-        print(json.dumps(results["scaling"], indent=1), flush=True)
-        results["memory"] = bench_memory(quick, work)
-        results["large_images"] = bench_large_images(quick, work)
-        results["batch_sizes"] = bench_batch_sizes(quick, repeats)
-        results["floor"] = bench_floor(quick, repeats)
-        print(json.dumps(results["floor"], indent=1), flush=True)
-        results["executors"] = bench_executors(quick, repeats, work)
-        print(json.dumps(results["executors"], indent=1, default=str), flush=True)
-        results["dataset_scaling"] = bench_dataset_scaling(quick, work)
-        print(json.dumps(results["dataset_scaling"], indent=1, default=str), flush=True)
+        for name, report in REPORTS.items():
+            if only and name not in only:
+                continue
+            results[name] = report(quick, repeats, work)
+            print(name, json.dumps(results[name], indent=1, default=str), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"wrote {out}")
@@ -1015,5 +1035,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny models and few repeats (what the tests run)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--only", default="", help="comma-separated benchmarks: " + ", ".join([*ROW_GROUPS, *REPORTS]))
     args = parser.parse_args()
-    main(quick=args.quick, out=args.out)
+    main(quick=args.quick, out=args.out, only=tuple(n.strip() for n in args.only.split(",") if n.strip()))
