@@ -72,14 +72,14 @@ def build(config_path: Path, device, no_cache: bool, fail_fast, no_site: bool, j
 def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only: str | None, strict: bool = False,
            executor: str = "local", scheduler: str | None = None, workers: int | None = None,
            chunk_size: int = 8) -> None:
+    if quiet:  # the libraries' own bars (LIME's samples, Score-CAM's channels): tqdm reads this on import
+        os.environ.setdefault("TQDM_DISABLE", "1")
     from .atomic import write_fault
     from .builder import build as build_gallery
     from .report import summary_lines
     from .runner import FailFast, OutputWriteError
     from .sections import SECTIONS
 
-    if quiet:  # the libraries' own bars (LIME's samples, Score-CAM's channels) go quiet too
-        os.environ.setdefault("TQDM_DISABLE", "1")
     overrides = {"run.device": device} if device else {}
     if only is not None:
         overrides.update({f"sections.{cls.name}.enabled": cls.name == only for cls in SECTIONS})
