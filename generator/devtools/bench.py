@@ -1001,18 +1001,24 @@ def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json", only:
         "quick": quick, "repeats": repeats, "rows": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "only": list(only),
     }
+    results["seconds"] = {}  # each benchmark's own wall time, to plan a run
     try:
         for name, group in ROW_GROUPS.items():
             if only and name not in only:
                 continue
+            start = time.perf_counter()
             for r in group(quick, repeats, work):
                 results["rows"].append(r)
                 print(_format(r), flush=True)
+            results["seconds"][name] = round(time.perf_counter() - start, 1)
         for name, report in REPORTS.items():
             if only and name not in only:
                 continue
+            start = time.perf_counter()
             results[name] = report(quick, repeats, work)
+            results["seconds"][name] = round(time.perf_counter() - start, 1)
             print(name, json.dumps(results[name], indent=1, default=str), flush=True)
+        print("seconds per benchmark:", json.dumps(results["seconds"]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

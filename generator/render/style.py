@@ -176,9 +176,6 @@ def save_figure(fig: Figure, stem: Path, dpi: int) -> list[Path]:
     return paths
 
 
-
-
-
 def new_figure(width: float, height: float, layout: str | None = None) -> Figure:
     """A pyplot-free Figure (nothing global to close)."""
     return Figure(figsize=(width, height), layout=layout)
