@@ -972,7 +972,7 @@ ROW_GROUPS = {
 }
 #: Sections of results.json of their own.
 REPORTS = {
-    "stats_overhead": lambda quick, repeats, work: bench_stats_overhead(quick, 1 if quick else 3, work),
+    "stats_overhead": lambda quick, repeats, work: bench_stats_overhead(quick, 1 if quick else min(3, repeats), work),
     "scaling": lambda quick, repeats, work: bench_scaling(quick, work),
     "memory": lambda quick, repeats, work: bench_memory(quick, work),
     "large_images": lambda quick, repeats, work: bench_large_images(quick, work),
@@ -983,12 +983,12 @@ REPORTS = {
 }
 
 
-def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json", only: tuple[str, ...] = ()) -> dict:
+def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json", only: tuple[str, ...] = (),
+         repeats: int = 5) -> dict:
     """Run the benchmarks (``only``: these row groups and reports, by name) and write ``out``."""
     unknown = sorted(set(only) - set(ROW_GROUPS) - set(REPORTS))
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {sorted({*ROW_GROUPS, *REPORTS})}")
-    repeats = 5
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="vit-gallery-bench-"))
     import generator.embedded  # noqa: F401
@@ -1042,5 +1042,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="tiny models and few repeats (what the tests run)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--only", default="", help="comma-separated benchmarks: " + ", ".join([*ROW_GROUPS, *REPORTS]))
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats per row (medians); cold builds: at most 3")
     args = parser.parse_args()
-    main(quick=args.quick, out=args.out, only=tuple(n.strip() for n in args.only.split(",") if n.strip()))
+    main(quick=args.quick, out=args.out, only=tuple(n.strip() for n in args.only.split(",") if n.strip()),
+         repeats=max(1, args.repeats))
