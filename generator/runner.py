@@ -33,7 +33,7 @@ from .cache import Record, ResultCache, canonical_json
 from .executors import ExecutorSpec, Outcome, WorkItem, make_executor
 from .settings import GalleryConfig
 from .figures import RenderError, RenderExecutor, write_data, write_outputs, write_tables
-from .images import ImageItem, ImageLoadError, display_name, scan_dataset, scan_images, slugify_name
+from .images import ImageItem, ImageLoadError, display_name, scan_dataset, scan_images
 from .loaded_model import open_model
 from .outcomes import JobSkipped, Skip
 from .plan import model_slugs, plan_model
