@@ -37,7 +37,7 @@ figures: $(STAMP)
 	$(PY) -m generator figures --config $(CONFIG) --dpi $(or $(DPI),300) --out figures-export
 
 bench: $(STAMP)
-	$(PY) -m generator.devtools.bench $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),)
+	$(PY) -m generator.devtools.bench $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),) $(if $(REPEATS),--repeats $(REPEATS),)
 
 bench-quick: $(STAMP)
 	$(PY) -m generator.devtools.bench --quick
