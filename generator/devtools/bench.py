@@ -763,6 +763,12 @@ def _measured(fn: Callable) -> tuple[float, float]:
     return time.perf_counter() - wall, _cpu_seconds() - cpu
 
 
+#: The two models this project ships, as config tables (the executor and dataset-mode galleries).
+_EMBEDDED_MODELS = "\n".join(
+    f'[[models]]\nname = "{name}"\narch = "{arch}"\nweights = "file:{ROOT}/generator/weights/{arch}.safetensors"'
+    for name, arch in (("ViT-FMNIST", "vit_fmnist_patch4_28"), ("Swin-FMNIST", "swin_fmnist_patch2_28")))
+
+
 def _executor_gallery(workdir: Path, name: str, images: int, sections: str):
     """A gallery of the embedded models over ``images`` Fashion-MNIST test images (dataset mode off)."""
     from ..config import load_config
@@ -781,15 +787,7 @@ images = "{folder}"
 output = "{workdir / name / 'build'}"
 site_dir = "{workdir / name / 'site'}"
 
-[[models]]
-name = "ViT-FMNIST"
-arch = "vit_fmnist_patch4_28"
-weights = "file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors"
-
-[[models]]
-name = "Swin-FMNIST"
-arch = "swin_fmnist_patch2_28"
-weights = "file:{ROOT}/generator/weights/swin_fmnist_patch2_28.safetensors"
+{_EMBEDDED_MODELS}
 {sections}
 """)
     return load_config(config)
@@ -922,14 +920,7 @@ site_dir = "{root / 'site'}"
 [dataset]
 enabled = true
 sample = 10
-[[models]]
-name = "ViT-FMNIST"
-arch = "vit_fmnist_patch4_28"
-weights = "file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors"
-[[models]]
-name = "Swin-FMNIST"
-arch = "swin_fmnist_patch2_28"
-weights = "file:{ROOT}/generator/weights/swin_fmnist_patch2_28.safetensors"
+{_EMBEDDED_MODELS}
 [sections.lime]
 enabled = false
 [sections.maps]
