@@ -401,8 +401,8 @@ def vit_stats_from_attention(attn: torch.Tensor, layout: TokenLayout, patch_size
             similarity[:, b - 1] = pearson(previous, mean_map)
         previous = mean_map
     return VitAttentionStats(
-        mean_distance=out["d"].numpy(), mean_distance_px=out["dpx"].numpy(), entropy=out["ent"].numpy(),
-        positional=out["pos"].numpy(), cls_concentration=conc.numpy(), block_similarity=similarity.numpy(),
+        mean_distance=out["d"].cpu().numpy(), mean_distance_px=out["dpx"].cpu().numpy(), entropy=out["ent"].cpu().numpy(),
+        positional=out["pos"].cpu().numpy(), cls_concentration=conc.cpu().numpy(), block_similarity=similarity.cpu().numpy(),
         grid=grid, patch_size=spacing, prefix_names=layout.prefix_names, top_fraction=top_fraction,
         uniform_distance=uniform_mean_distance(grid),
     )
@@ -671,9 +671,9 @@ def swin_block_stats(window_attn: torch.Tensor, geometry: BlockGeometry, *, bias
         correlation = torch.full((images, heads), float("nan"), dtype=torch.float64)
     else:
         correlation = bias_correlation(window_attn, bias_attention(bias, window_shift_mask(geometry)), allowed)
-    return SwinBlockStats(stage=stage, block=block, geometry=geometry, mean_distance=distance.numpy(),
-                          mean_distance_px=distance_px.numpy(), entropy=entropy.numpy(),
-                          kernels=offset_kernel(window_attn, geometry).numpy(), bias_correlation=correlation.numpy(),
+    return SwinBlockStats(stage=stage, block=block, geometry=geometry, mean_distance=distance.cpu().numpy(),
+                          mean_distance_px=distance_px.cpu().numpy(), entropy=entropy.cpu().numpy(),
+                          kernels=offset_kernel(window_attn, geometry).cpu().numpy(), bias_correlation=correlation.cpu().numpy(),
                           pixel_spacing=(float(pixel_spacing[0]), float(pixel_spacing[1])), thresholds=thresholds)
 
 

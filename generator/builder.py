@@ -59,6 +59,7 @@ def build(config: GalleryConfig, *, use_cache: bool = True, fail_fast: bool | No
     """
     from .atomic import write_fault
     from .executors import ExecutorSpec
+    from .report import write_run_report
     from .runner import OutputWriteError, run
     from .site import SiteBuildError, build_site, write_mkdocs_config, write_pages
 
@@ -67,8 +68,11 @@ def build(config: GalleryConfig, *, use_cache: bool = True, fail_fast: bool | No
     result = run(config, use_cache=use_cache, fail_fast=fail_fast, progress=progress, command=command, jobs=jobs,
                  log=log, executor=spec)
     try:
+        reported = len(result.failures)
         pages = write_pages(result)
         mkdocs_config = write_mkdocs_config(result)
+        if len(result.failures) > reported:  # pages that could not be made join the run report
+            write_run_report(result, config.output / "run_report.json")
     except OSError as exc:
         if write_fault(exc) is None:
             raise

@@ -144,9 +144,21 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 def randomise_top(model: torch.nn.Module, blocks: int = 2, seed: int = 0) -> torch.nn.Module:
     """A copy of ``model`` with its classifier head and last ``blocks`` blocks re-initialised (cascading
-    randomisation from the top, as in Adebayo et al.)."""
-    clone = copy.deepcopy(model)
-    torch.manual_seed(seed)
+    randomisation from the top, as in Adebayo et al.).
+
+    The new weights are drawn on the CPU under a forked RNG seeded with ``seed``, then moved to the
+    model's device: the same seed gives the same copy on every device (torch's CUDA generator draws
+    another stream), and the caller's RNG state is left as it was.
+    """
+    device = next(model.parameters()).device
+    clone = copy.deepcopy(model).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        _reinitialise_top(clone, blocks)
+    return clone.to(device).eval()
+
+
+def _reinitialise_top(clone: torch.nn.Module, blocks: int) -> None:
     targets = [clone.get_classifier()]
     if hasattr(clone, "blocks"):  # ViT
         targets += list(clone.blocks)[-blocks:]
@@ -164,7 +176,6 @@ def randomise_top(model: torch.nn.Module, blocks: int = 2, seed: int = 0) -> tor
                 torch.nn.init.normal_(sub.bias, 0.0, 0.1)
             elif hasattr(sub, "relative_position_bias_table"):
                 torch.nn.init.trunc_normal_(sub.relative_position_bias_table, std=0.02)
-    return clone.eval()
 
 
 # --------------------------------------------------------------------------- every curve of one image at once

@@ -27,8 +27,8 @@ from PIL import Image
 
 from . import resources
 from .atomic import write_if_changed
-from .report import run_report_dict
-from .results import JobResult, RunResult
+from .report import run_report_dict, trimmed_traceback
+from .results import Failure, JobResult, RunResult
 from .known_labels import read_known_labels
 from .outcomes import skip_lines
 from .safepaths import claim_folder, ensure_inside, folder_problem
@@ -307,12 +307,26 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
     written: list[Path] = []
     add_page_globals(env, result)
 
-    def page(template: str, target: str, **context: Any) -> None:
-        text = blank_lines_around_tables(env.get_template(template).render(**context))
+    def write(target: str, text: str) -> None:
         path = docs / target
         ensure_inside(docs, path)
         write_if_changed(path, text.encode("utf-8"))
         written.append(path)
+
+    def failed(target: str, owner: str | None, exc: Exception) -> None:
+        """A page that cannot be made is a reported failure; it says so, and the other pages are kept."""
+        error = f"{target}: {type(exc).__name__}: {exc}"
+        result.failures.append(Failure(stage="page", section=owner, error=error, traceback=trimmed_traceback(exc)))
+        write(target, f"# {escape_md(Path(target).stem)}\n\n!!! failure \"This page could not be rendered\"\n"
+                      f"    {escape_md(error)}\n\n    The run report lists it with its traceback.\n")
+
+    def page(template: str, target: str, *, owner: str | None = None, **context: Any) -> None:
+        try:
+            text = blank_lines_around_tables(env.get_template(template).render(**context))
+        except Exception as exc:  # a template meeting data it did not expect
+            failed(target, owner, exc)
+            return
+        write(target, text)
 
     by_image: dict[str, dict[str, list[JobResult]]] = defaultdict(lambda: defaultdict(list))
     for r in result.results:
@@ -327,16 +341,45 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
     archive = write_figure_archive(result)
     for image in result.images:
         _thumbnail(image.rgb, docs / "inputs" / f"{image.slug}.png")
+        target = f"images/{image.slug}.md"
         blocks = []
         for section in (s for s in sections if s.per_image):
             items = sorted(by_image[image.slug].get(section.name, []), key=lambda r: model_order.get(r.model, 0))
             if items:
-                extras = page_extras(section, items)
+                try:
+                    extras = page_extras(section, items)
+                except Exception as exc:  # this section's block is left out, and the failure reported
+                    error = f"{target}: {type(exc).__name__}: {exc}"
+                    result.failures.append(Failure(stage="page", section=section.name, image=image.slug,
+                                                   error=error, traceback=trimmed_traceback(exc)))
+                    continue
                 blocks.append({"section": section, "results": items, "extras": extras})
         failures = [f for f in result.failures if f.image == image.slug]
-        page("image.md.j2", f"images/{image.slug}.md", image=image, blocks=blocks, models=model_by_name,
+        page("image.md.j2", target, image=image, blocks=blocks, models=model_by_name,
              failures=failures, predictions=predicted.get(image.slug, []), known=known.labels.get(image.name))
 
+    for section in sections:
+        slug, title, intro = section.chapter
+        target = f"chapters/{slug}.md"
+        chapter = {"title": title, "intro": intro}
+        try:
+            if not section.per_image:
+                items = sorted((r for r in result.results if r.section == section.name),
+                               key=lambda r: model_order.get(r.model, 0))
+                page("chapters/unit-section.md.j2", target, owner=section.name, chapter=chapter, section=section,
+                     results=items, extras=page_extras(section, items), models=model_by_name, config=result.config)
+                continue
+            entries = []
+            for image in result.images:
+                items = sorted(by_image[image.slug].get(section.name, []), key=lambda r: model_order.get(r.model, 0))
+                if items:
+                    entries.append({"image": image, "section": section, "results": items,
+                                    "extras": page_extras(section, items)})
+            all_results = [r for r in result.results if r.section == section.name]
+            page("chapters/section.md.j2", target, owner=section.name, chapter=chapter, entries=entries,
+                 models=model_by_name, chapter_extras=section.chapter_extras(all_results))
+        except Exception as exc:  # a section's summary of its results failed: report it, keep the rest
+            failed(target, section.name, exc)
     report = run_report_dict(result)
     chapters = chapter_list(result)
     page("index.md.j2", "index.md", config=result.config, images=result.images, models=result.models,
@@ -345,24 +388,6 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
          skipped=[line.strip() for line in skip_lines(result.skipped)[1:]])
     page("chapters/attention.md.j2", "chapters/attention.md", models=result.models)
     page("chapters/obtaining.md.j2", "chapters/obtaining.md")
-    for section in sections:
-        slug, title, intro = section.chapter
-        entries = []
-        if not section.per_image:
-            items = sorted((r for r in result.results if r.section == section.name),
-                           key=lambda r: model_order.get(r.model, 0))
-            extras = page_extras(section, items)
-            page("chapters/unit-section.md.j2", f"chapters/{slug}.md", chapter={"title": title, "intro": intro},
-                 section=section, results=items, extras=extras, models=model_by_name, config=result.config)
-            continue
-        for image in result.images:
-            items = sorted(by_image[image.slug].get(section.name, []), key=lambda r: model_order.get(r.model, 0))
-            if items:
-                extras = page_extras(section, items)
-                entries.append({"image": image, "section": section, "results": items, "extras": extras})
-        all_results = [r for r in result.results if r.section == section.name]
-        page("chapters/section.md.j2", f"chapters/{slug}.md", chapter={"title": title, "intro": intro},
-             entries=entries, models=model_by_name, chapter_extras=section.chapter_extras(all_results))
     if result.models:  # with no model loaded there is no claim to test
         write_claims_page(result, page)
     config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""

@@ -78,3 +78,37 @@ def test_randomise_top_changes_only_the_top():
     assert not torch.equal(clone.blocks[-1].attn.qkv.weight, model.blocks[-1].attn.qkv.weight)
     assert not torch.equal(clone.head.weight, model.head.weight)
     assert clone is not model
+
+
+def test_randomised_copy_is_drawn_on_the_cpu_and_leaves_the_rng_alone():
+    """The randomised copy comes from a forked CPU generator (the same seed gives the same copy on any
+    device) and the caller's RNG continues as if nothing had been drawn."""
+    import copy
+
+    import timm
+
+    import generator.embedded  # noqa: F401
+    from generator.metrics import randomise_top
+
+    model = timm.create_model("vit_fmnist_patch4_28", num_classes=10).eval()
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    clone = randomise_top(model, blocks=1, seed=7)
+    assert torch.equal(torch.rand(3), expected_next)
+    # reference: the same re-initialisation written out on a plain copy
+    reference = copy.deepcopy(model)
+    torch.manual_seed(7)
+    for module in [reference.get_classifier(), reference.blocks[-1]]:
+        for sub in module.modules():
+            if isinstance(sub, torch.nn.Linear):
+                torch.nn.init.trunc_normal_(sub.weight, std=0.02)
+                if sub.bias is not None:
+                    torch.nn.init.normal_(sub.bias, std=0.02)
+            elif isinstance(sub, torch.nn.LayerNorm):
+                torch.nn.init.normal_(sub.weight, 1.0, 0.1)
+                torch.nn.init.normal_(sub.bias, 0.0, 0.1)
+    for (name, a), (_, b) in zip(clone.state_dict().items(), reference.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert not torch.equal(clone.head.weight, model.head.weight)
+    assert torch.equal(clone.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)

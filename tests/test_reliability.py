@@ -279,3 +279,72 @@ def test_unreadable_figure_stamp_means_draw_again(tiny_gallery):
     assert again.returncode == 0, again.stdout + again.stderr
     assert "no failures" in again.stdout
     json.loads(stamps[0].read_text())  # the figures were drawn again and the stamp written anew
+
+
+def _tiny_all_sections(tmp_path: Path) -> Path:
+    """A 1-image tiny gallery with every section on (faithfulness small)."""
+    images = tmp_path / "images"
+    write_synthetic_images(images, count=1, size=28)
+    config = tmp_path / "gallery.toml"
+    config.write_text(tiny_config_text(images, tmp_path, extra=(
+        "[sections.faithfulness]\ngrid = 4\nstep = 4\nrandom_seeds = [0]\nrandomise_blocks = 0\n"
+        "[methods.lime]\nenabled = false\n")), encoding="utf-8")
+    return config
+
+
+def test_every_chapter_is_written_when_every_job_of_it_failed(tmp_path, monkeypatch):
+    """Each section's templates meet a run in which all of its jobs failed: every chapter is still
+    written, the build does not abort, and only the job failures are reported."""
+    from generator.builder import build as build_gallery
+    from generator.config import load_config
+    from generator.sections import SECTIONS
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("planted failure")
+
+    for cls in SECTIONS:
+        monkeypatch.setattr(cls, "compute", broken)
+        monkeypatch.setattr(cls, "compute_unit", broken)
+    config = load_config(_tiny_all_sections(tmp_path))
+    outcome = build_gallery(config, site=False)
+    failures = outcome.run.failures
+    assert failures and all(f.stage == "section" and "planted failure" in f.error for f in failures), \
+        [(f.stage, f.error) for f in failures if "planted failure" not in f.error]
+    docs = outcome.run.docs_dir
+    for cls in SECTIONS:
+        section = cls(config)
+        if section.enabled():
+            page = docs / "chapters" / f"{section.chapter[0]}.md"
+            assert page.is_file(), page
+            assert "could not be rendered" not in page.read_text(encoding="utf-8"), page
+
+
+def test_a_page_that_cannot_render_is_reported_and_the_rest_is_kept(tmp_path, monkeypatch):
+    from generator.builder import build as build_gallery
+    from generator.config import load_config
+    from generator.sections.heads import HeadsSection
+    from generator.sections.rollout import RolloutSection
+
+    def broken_extras(self, results):
+        raise KeyError("planted <b>template</b> failure")
+
+    def broken_page_extras(self, results):
+        raise ValueError("planted page-extras failure")
+
+    monkeypatch.setattr(HeadsSection, "chapter_extras", broken_extras)
+    monkeypatch.setattr(RolloutSection, "page_extras", broken_page_extras)
+    config = load_config(_tiny_all_sections(tmp_path))
+    outcome = build_gallery(config, site=False)
+    page_failures = [f for f in outcome.run.failures if f.stage == "page"]
+    assert {f.section for f in page_failures} == {"heads", "rollout"}, page_failures
+    assert any("planted <b>template</b> failure" in f.error for f in page_failures)
+    docs = outcome.run.docs_dir
+    heads_chapter = (docs / "chapters" / f"{HeadsSection(config).chapter[0]}.md").read_text(encoding="utf-8")
+    assert "could not be rendered" in heads_chapter and "<b>" not in heads_chapter  # escaped
+    image_page = next((docs / "images").glob("*.md")).read_text(encoding="utf-8")
+    assert "Head attention" in image_page or "heads" in image_page.lower()  # the other blocks are kept
+    report = json.loads((config.output / "run_report.json").read_text(encoding="utf-8"))
+    assert sum(f["stage"] == "page" for f in report["failures"]) == len(page_failures)
+    assert outcome.exit_code == 1
+    run_report_page = (docs / "run-report.md").read_text(encoding="utf-8")
+    assert "planted page" in run_report_page

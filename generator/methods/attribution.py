@@ -96,11 +96,11 @@ def smoothgrad(model: torch.nn.Module, x: torch.Tensor, targets: Sequence[int], 
     Returns:
         (B, H, W) float64: sum over channels of |mean gradient|.
     """
-    from captum.attr import NoiseTunnel, Saliency
+    from captum.attr import Saliency
 
     detect_family(model, family)
     target = targets_tensor(targets, x.shape[0], x.device)
-    tunnel = NoiseTunnel(Saliency(model))
+    tunnel = _cpu_noise_tunnel()(Saliency(model))
     maps = []
     for i in range(x.shape[0]):
         with seeded(seed, x.device):
@@ -108,6 +108,24 @@ def smoothgrad(model: torch.nn.Module, x: torch.Tensor, targets: Sequence[int], 
                                     nt_samples_batch_size=nt_samples_batch_size, target=target[i:i + 1], abs=False)
         maps.append(_abs_sum(attr))
     return np.concatenate(maps)
+
+
+def _cpu_noise_tunnel():
+    """captum's ``NoiseTunnel``, with its noise drawn by the CPU generator and moved to the input's device.
+
+    torch's CUDA generator draws another stream than the CPU's for the same seed, so noise drawn on
+    the device would make a seeded SmoothGrad map depend on where it ran. The subclass changes only
+    where ``_add_noise_to_input`` draws; on the CPU it is the library's own draw, number for number.
+    """
+    from captum.attr import NoiseTunnel
+
+    class CpuNoiseTunnel(NoiseTunnel):
+        @staticmethod
+        def _add_noise_to_input(input: torch.Tensor, stdev: float, nt_samples_partition: int) -> torch.Tensor:
+            noisy = NoiseTunnel._add_noise_to_input(input.detach().cpu(), stdev, nt_samples_partition)
+            return noisy.to(input.device)
+
+    return CpuNoiseTunnel
 
 
 def occlusion(model: torch.nn.Module, x: torch.Tensor, targets: Sequence[int], *, baseline: Baseline = "mean",

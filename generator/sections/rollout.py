@@ -75,7 +75,7 @@ class RolloutSection(Section):
         ])  # ratios, fusions, h, w
         progression = rollout_progression(attn, layout.grid, layout.num_prefix_tokens, head_fusion=s.progression_fusion,
                                           discard_ratio=s.discard_ratios[0], **common)[:, 0]
-        arrays = {"view": inputs.view, "masks": masks.float().numpy(), "progression": progression.float().numpy()}
+        arrays = {"view": inputs.view, "masks": masks.float().cpu().numpy(), "progression": progression.float().cpu().numpy()}
         meta = {**prediction_meta(model, logits[0]), "fusions": list(s.fusions), "discard_ratios": list(s.discard_ratios),
                 "start_block": s.start_block, "normalize": s.normalize, "progression_fusion": s.progression_fusion,
                 "blocks": list(range(s.start_block, attn.shape[0])), "grid": list(layout.grid)}
@@ -83,10 +83,10 @@ class RolloutSection(Section):
             target = logits.argmax(-1)
             _, attn_used, grads = vit_attention_gradients(model.module, x, target)
             weighted = gradient_rollout(attn_used.double(), grads.double(), start_block=s.gradient_start_block)
-            arrays["gradient"] = rollout_mask(weighted, layout.grid, layout.num_prefix_tokens, query=cls)[0].float().numpy()
+            arrays["gradient"] = rollout_mask(weighted, layout.grid, layout.num_prefix_tokens, query=cls)[0].float().cpu().numpy()
             arrays["plain"] = rollout_mask(attention_rollout(attn, discard_ratio=0.0, start_block=s.gradient_start_block,
                                                              keep_index=cls),
-                                           layout.grid, layout.num_prefix_tokens, query=cls)[0].float().numpy()
+                                           layout.grid, layout.num_prefix_tokens, query=cls)[0].float().cpu().numpy()
             meta["gradient_target"] = model.class_names[int(target[0])]
         return Record(section=self.name, model=model.name, image=image.slug, arrays=arrays, meta=meta)
 
@@ -171,7 +171,7 @@ class RolloutMethod(_RolloutOwned):
         s = self.config.sections.rollout
         r = attention_rollout(attn, head_fusion=self.variant, discard_ratio=s.discard_ratios[0],
                               start_block=s.start_block, normalize=s.normalize, keep_index=cls)
-        return RelevanceMap(rollout_mask(r, layout.grid, layout.num_prefix_tokens, query=cls)[0].numpy())
+        return RelevanceMap(rollout_mask(r, layout.grid, layout.num_prefix_tokens, query=cls)[0].cpu().numpy())
 
 
 @register_method
@@ -193,7 +193,7 @@ class GradientRolloutMethod(_RolloutOwned):
         _, used, grads = vit_attention_gradients(model.module, inputs.x[None].to(model.device), torch.tensor([target]))
         weighted = gradient_rollout(used.double(), grads.double(),
                                     start_block=self.config.sections.rollout.gradient_start_block)
-        return RelevanceMap(rollout_mask(weighted, layout.grid, layout.num_prefix_tokens, query=cls)[0].numpy())
+        return RelevanceMap(rollout_mask(weighted, layout.grid, layout.num_prefix_tokens, query=cls)[0].cpu().numpy())
 
 
 @register_method
@@ -210,4 +210,4 @@ class ClsAttentionMethod(_RolloutOwned):
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
         layout, cls, attn = self._attention(model, inputs)
         prefix = layout.num_prefix_tokens
-        return RelevanceMap(attn[-1, 0, :, cls, prefix:].mean(0).reshape(layout.grid).numpy())
+        return RelevanceMap(attn[-1, 0, :, cls, prefix:].mean(0).reshape(layout.grid).cpu().numpy())

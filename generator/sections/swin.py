@@ -149,7 +149,7 @@ class SwinRolloutMethod(RelevanceMethod):
             _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device))
         relevance, _ = swin_rollout(attention, geometry, head_fusion=s.rollout_fusion,
                                     discard_ratio=s.rollout_discard_ratio, normalize=s.rollout_normalize)
-        return RelevanceMap(relevance[0].numpy())
+        return RelevanceMap(relevance[0].cpu().numpy())
 
 
 @register_method
@@ -170,4 +170,4 @@ class SwinWindowAttentionMethod(RelevanceMethod):
             _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device))
         last = max(attention)
         full = full_attention_from_windows(attention[last].double(), geometry[last])  # 1, heads, N, N
-        return RelevanceMap(full[0].mean(0).mean(0).reshape(geometry[last].grid).numpy())
+        return RelevanceMap(full[0].mean(0).mean(0).reshape(geometry[last].grid).cpu().numpy())
