@@ -159,3 +159,25 @@ def test_overlay_has_no_half_pixel_strip():
     for edge in (png[10:-10, -3:], png[-3:, 10:-10]):  # right and bottom edges, inside the padding
         strip = edge[(np.abs(edge - 255).sum(-1) > 6)]  # not the white padding
         assert (np.abs(strip - colour) <= 2).all(), "a strip of another colour along the edge"
+
+
+@pytest.mark.parametrize("name", ["faithfulness", "heads-fmnist", "lime-fmnist", "swin-rollout-2-stages"])
+def test_one_layout_saves_what_savefig_tight_saves(name):
+    """save_figure lays a figure out once and draws PNG and PDF into the measured box: the PNG is
+    byte for byte what ``savefig(bbox_inches="tight")`` writes after make_legible, and the PDF page
+    is the same size."""
+    import re
+
+    global RNG
+    RNG = np.random.default_rng(11)
+    reference = CASES[name]()
+    RNG = np.random.default_rng(11)
+    fig = CASES[name]()
+    style.make_legible(reference, DPI)
+    box = style._legible_box(fig, DPI)
+    assert style.figure_bytes(fig, "png", DPI, box) == style.figure_bytes(reference, "png", DPI)
+    sizes = [np.array(re.search(rb"/MediaBox \[ 0 0 ([0-9.]+) ([0-9.]+) \]",
+                                style.figure_bytes(f, "pdf", DPI, b)).groups(), dtype=float)
+             for f, b in ((fig, box), (reference, None))]
+    # savefig measures a PDF's box with the PDF renderer's text metrics, this with Agg's: within 0.5 pt
+    assert np.abs(sizes[0] - sizes[1]).max() <= 0.5, sizes

@@ -66,10 +66,15 @@ def _renderer(fig: Figure):
 
 def saved_width_inches(fig: Figure) -> float:
     """Width of the PNG/PDF as saved (tight bounding box plus its padding), in inches."""
-    renderer = _renderer(fig)
     fig.draw_without_rendering()
-    bbox = fig.get_tightbbox(renderer)
-    return float(bbox.width) + 2 * float(matplotlib.rcParams["savefig.pad_inches"])
+    return float(_saved_box(fig).width)
+
+
+def _saved_box(fig: Figure):
+    """The box ``savefig(bbox_inches="tight")`` saves (tight box plus the padding), in inches, as
+    matplotlib computes it; the figure must have been drawn (laid out) first."""
+    pad = float(matplotlib.rcParams["savefig.pad_inches"])
+    return fig.get_tightbbox(_renderer(fig)).padded(pad)
 
 
 def pixels_per_point(width_in: float, dpi: float, display_px: float = DISPLAY_WIDTH_PX) -> float:
@@ -88,6 +93,11 @@ def min_font_points(width_in: float, dpi: float) -> float:
 def visible_texts(fig: Figure) -> list[Text]:
     """Every visible, non-empty text element of the figure (titles, labels, ticks, legends, notes)."""
     fig.draw_without_rendering()  # ticks and their labels exist only once drawn
+    return _drawn_texts(fig)
+
+
+def _drawn_texts(fig: Figure) -> list[Text]:
+    """:func:`visible_texts` of a figure that has just been drawn."""
     hidden: set[int] = set()  # an axes drawn with set_axis_off() draws no ticks or axis labels
     for ax in fig.findobj(lambda a: hasattr(a, "axison")):
         if not ax.axison or not ax.get_visible():
@@ -115,14 +125,24 @@ def make_legible(fig: Figure, dpi: float) -> Figure:
     Larger text can widen the saved box, which shrinks everything shown, so the measure is
     repeated until it holds. Figures are designed to need no change; this is the guarantee.
     """
+    _legible_box(fig, dpi)
+    return fig
+
+
+def _legible_box(fig: Figure, dpi: float):
+    """:func:`make_legible`, returning the box the figure will be saved with (one layout per round)."""
+    fig.set_dpi(dpi)  # measure with the renderer the PNG is drawn with
     for _ in range(6):
-        need = min_font_points(saved_width_inches(fig), dpi) * 1.001
-        small = [t for t in visible_texts(fig) if t.get_fontsize() < need]
+        fig.draw_without_rendering()
+        box = _saved_box(fig)
+        need = min_font_points(float(box.width), dpi) * 1.001
+        small = [t for t in _drawn_texts(fig) if t.get_fontsize() < need]
         if not small:
-            break
+            return box
         for t in small:
             t.set_fontsize(need)
-    return fig
+    fig.draw_without_rendering()
+    return _saved_box(fig)
 
 
 def attach_data(fig: Figure, **arrays: Any) -> Figure:
@@ -151,22 +171,38 @@ def data_bytes(data: dict[str, Any]) -> bytes:
     return (json.dumps(plain(data), sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def figure_bytes(fig: Figure, fmt: str, dpi: int) -> bytes:
-    """Encode ``fig`` as PNG or PDF, byte-stable across runs."""
+def figure_bytes(fig: Figure, fmt: str, dpi: int, box=None) -> bytes:
+    """Encode ``fig`` as PNG or PDF, byte-stable across runs.
+
+    ``box``: the saved area in inches from :func:`_legible_box` (the figure already laid out);
+    default: matplotlib's tight box, measured by ``savefig`` itself.
+    """
     buffer = io.BytesIO()
     metadata = _PNG_METADATA if fmt == "png" else _PDF_METADATA
-    fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
+    if box is None:
+        fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata)
+    else:  # the layout is done and the box known: savefig draws once instead of laying out again
+        engine = fig.get_layout_engine()
+        fig.set_layout_engine("none")
+        try:
+            fig.savefig(buffer, format=fmt, dpi=dpi, metadata=metadata, bbox_inches=box)
+        finally:
+            fig.set_layout_engine(engine)
     return buffer.getvalue()
 
 
 def save_figure(fig: Figure, stem: Path, dpi: int) -> list[Path]:
     """Write ``stem.png`` (at ``dpi``), ``stem.pdf`` (vector) and, when the figure carries its numbers
-    (:func:`attach_data`), ``stem.data.json``; only rewrite changed files. Text is made legible first."""
-    make_legible(fig, dpi)
+    (:func:`attach_data`), ``stem.data.json``; only rewrite changed files. Text is made legible first.
+
+    The figure is laid out and measured once; the PNG and the PDF are then each drawn once into
+    that box (``savefig(bbox_inches="tight")`` would lay out and measure again for each).
+    """
+    box = _legible_box(fig, dpi)
     paths = []
     for fmt in ("png", "pdf"):
         path = stem.with_suffix(f".{fmt}")
-        write_if_changed(path, figure_bytes(fig, fmt, dpi))
+        write_if_changed(path, figure_bytes(fig, fmt, dpi, box))
         paths.append(path)
     data = getattr(fig, "_vit_gallery_data", None)
     if data:
