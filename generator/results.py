@@ -93,6 +93,8 @@ class RunResult:
     skipped: list[Skip] = field(default_factory=list)
     #: How compute ran (:meth:`generator.executors.ExecutorSpec.describe`).
     executor: dict[str, Any] = field(default_factory=dict)
+    #: Of ``section_seconds``, the time spent drawing figures (in the drawing processes with ``--jobs N``).
+    drawing_seconds: float = 0.0
     #: Dataset mode: the whole set (``images`` above is the sample that gets pages), labels and
     #: accuracy per model (:func:`generator.runner.dataset_summary`); None otherwise.
     dataset: dict[str, Any] | None = None

@@ -114,8 +114,12 @@ def run(
         if fail_fast:
             raise FailFast(failure)
 
-    def add_seconds(name: str, seconds: float) -> None:
+    drawing = [0.0]  # of which drawing figures (the rest: compute, data files, tables)
+
+    def add_seconds(name: str, seconds: float, drawn: bool = False) -> None:
         section_seconds[name] = section_seconds.get(name, 0.0) + seconds
+        if drawn:
+            drawing[0] += seconds
 
     images: list[ImageItem] = []
 
@@ -127,6 +131,7 @@ def run(
             results=results,
             failures=failures,
             section_seconds={k: round(v, 3) for k, v in section_seconds.items()},
+            drawing_seconds=round(drawing[0], 3),
             cache_stats={"hits": cache.hits, "misses": cache.misses, "discarded": cache.discarded,
                          "size_bytes": cache.size_bytes()},
             started=started.isoformat(timespec="seconds"),
@@ -357,7 +362,7 @@ def _render_pending(renderer, pending, model_slug, results, record_failure, add_
                     docs_dir) -> None:
     tasks = [(section.name, record, job, model_slug) for section, job, record, *_ in pending]
     for (section, job, record, cached, tables, outputs), (outcome, seconds) in zip(pending, renderer.render(tasks)):
-        add_seconds(section.name, seconds)
+        add_seconds(section.name, seconds, drawn=True)
         if isinstance(outcome, RenderError):
             if outcome.write_fault:
                 raise OutputWriteError(f"cannot write figures in {docs_dir}: {outcome.error}", partial_result())
