@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class Failure:
     """One thing that went wrong: which stage, which item, and a trimmed traceback."""
 
-    stage: str  # "image" | "model" | "section"
+    stage: str  # "image" | "model" | "section" | "render" (a figure) | "page" (a page that could not be made)
     error: str
     image: str | None = None
     model: str | None = None
