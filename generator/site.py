@@ -313,10 +313,16 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
         write_if_changed(path, text.encode("utf-8"))
         written.append(path)
 
+    def report(target: str, owner: str | None, exc: Exception, image: str | None = None) -> str:
+        """Record a page (or a block of one) that could not be made as a failure; return its message."""
+        error = f"{target}: {type(exc).__name__}: {exc}"
+        result.failures.append(Failure(stage="page", section=owner, image=image, error=error,
+                                       traceback=trimmed_traceback(exc)))
+        return error
+
     def failed(target: str, owner: str | None, exc: Exception) -> None:
         """A page that cannot be made is a reported failure; it says so, and the other pages are kept."""
-        error = f"{target}: {type(exc).__name__}: {exc}"
-        result.failures.append(Failure(stage="page", section=owner, error=error, traceback=trimmed_traceback(exc)))
+        error = report(target, owner, exc)
         write(target, f"# {escape_md(Path(target).stem)}\n\n!!! failure \"This page could not be rendered\"\n"
                       f"    {escape_md(error)}\n\n    The run report lists it with its traceback.\n")
 
@@ -349,9 +355,7 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
                 try:
                     extras = page_extras(section, items)
                 except Exception as exc:  # this section's block is left out, and the failure reported
-                    error = f"{target}: {type(exc).__name__}: {exc}"
-                    result.failures.append(Failure(stage="page", section=section.name, image=image.slug,
-                                                   error=error, traceback=trimmed_traceback(exc)))
+                    report(target, section.name, exc, image=image.slug)
                     continue
                 blocks.append({"section": section, "results": items, "extras": extras})
         failures = [f for f in result.failures if f.image == image.slug]
