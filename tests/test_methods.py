@@ -255,6 +255,31 @@ def test_cam_index_error_is_raised_not_swallowed(model, images):
     assert_clean(model, before)
 
 
+@pytest.mark.parametrize("name", ["Grad-CAM", "HiResCAM", "Grad-CAM++", "EigenCAM"])
+def test_cam_backward_stops_at_the_target_layer(model, images, name):
+    """No CAM reads a weight gradient or anything below its target layer, so the pass stops there:
+    the blocks before it run without a graph. The map is the library's with every parameter
+    trainable (test_cam_equals_library) and the flags are as they were afterwards."""
+    below = []
+    handle = model.blocks[0].register_forward_hook(lambda _m, _a, out: below.append(out.requires_grad))
+    try:
+        run(name, model, images, [0, 1])
+    finally:
+        handle.remove()
+    assert below == [False]
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_cam_on_a_frozen_model_leaves_it_frozen(images):
+    frozen = watching_vit().requires_grad_(False)
+    trainable = watching_vit()
+    before = snapshot(frozen)
+    for name in ("Grad-CAM", "HiResCAM", "Grad-CAM++"):
+        np.testing.assert_array_equal(run(name, frozen, images, [0, 1]), run(name, trainable, images, [0, 1]))
+    assert not any(p.requires_grad for p in frozen.parameters())
+    assert_clean(frozen, before)
+
+
 def test_stochastic_methods_depend_on_the_seed(model, images):
     a = attribution.smoothgrad(model, images[:1], [0], nt_samples=4, seed=0)
     b = attribution.smoothgrad(model, images[:1], [0], nt_samples=4, seed=1)

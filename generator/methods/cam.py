@@ -25,6 +25,10 @@ Library quirks handled here:
   hooks are released in ``finally`` with ``activations_and_grads.release()``;
 * ``BaseCAM.__init__`` calls ``model.eval()`` and gradient methods call ``model.zero_grad()`` and
   then ``backward()``, which fills the parameters' ``.grad``; modes and ``.grad`` are restored;
+* that ``backward()`` would also compute every weight gradient of the model, which no CAM reads
+  (about as much work again as the activation gradients). During the call only the target layer's
+  parameters require gradients (:func:`common.gradients_only_for`), so the backward pass runs from
+  the logit down to the target layer and stops; the map is the same, bit for bit;
 * ScoreCAM draws a tqdm progress bar on stderr and runs one forward pass per channel
   (C forwards per image, in batches of ``batch_size``);
 * EigenCAM ignores the target (first principal component of the activations; its sign is
@@ -39,7 +43,7 @@ import numpy as np
 import torch
 
 from ..attention import vit_token_layout
-from .common import Family, detect_family, model_grid, preserved_model_state, targets_tensor
+from .common import Family, detect_family, gradients_only_for, model_grid, preserved_model_state, targets_tensor
 
 __all__ = [
     "CAM_METHODS",
@@ -114,9 +118,11 @@ def run_cam(cam_class: type, model: torch.nn.Module, x: torch.Tensor, targets: S
     family = detect_family(model, family)
     targets_tensor(targets, x.shape[0], x.device)  # validates the count
     grid = model_grid(model, family)
-    with preserved_model_state(model):
-        cam = cam_class(model=model, target_layers=[cam_target_layer(model, family)],
-                        reshape_transform=cam_reshape_transform(model, family))
+    layer = cam_target_layer(model, family)
+    with preserved_model_state(model), gradients_only_for(model, layer) as layer_has_parameters:
+        if not layer_has_parameters:  # its output requires gradients only through the input
+            x = x.detach().requires_grad_(True)
+        cam = cam_class(model=model, target_layers=[layer], reshape_transform=cam_reshape_transform(model, family))
         try:
             if batch_size is not None:
                 cam.batch_size = int(batch_size)

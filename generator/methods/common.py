@@ -26,6 +26,7 @@ __all__ = [
     "patch_size",
     "pool_to_grid",
     "preserved_model_state",
+    "gradients_only_for",
     "seeded",
     "targets_tensor",
 ]
@@ -164,3 +165,24 @@ def preserved_model_state(model: torch.nn.Module) -> Iterator[None]:
             m.training = training
         for p, grad in grads:
             p.grad = grad
+
+
+@contextmanager
+def gradients_only_for(model: torch.nn.Module, layer: torch.nn.Module) -> Iterator[bool]:
+    """Within the block only ``layer``'s parameters require gradients; every flag is restored on exit.
+
+    A ``backward()`` then computes the gradients of the activations from the output down to
+    ``layer`` and stops there: no weight gradients of the other layers, and no pass below the layer.
+    The gradients it does compute (those of ``layer``'s output) are the same as with every parameter
+    trainable. Yields whether ``layer`` has parameters; without any, its output needs an input that
+    requires gradients instead.
+    """
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    kept = {id(p) for p in layer.parameters()}
+    try:
+        for p, _ in flags:
+            p.requires_grad_(id(p) in kept)
+        yield bool(kept)
+    finally:
+        for p, required in flags:
+            p.requires_grad_(required)
