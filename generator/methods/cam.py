@@ -130,7 +130,10 @@ def run_cam(cam_class: type, model: torch.nn.Module, x: torch.Tensor, targets: S
                 cam.get_target_width_height = lambda _input: (grid[1], grid[0])  # cv2 sizes are (width, height)
             elif size != "input":
                 raise ValueError(f"unknown size {size!r}: use 'grid' or 'input'")
-            out = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
+            # EigenCAM and Score-CAM read no gradient, so their passes build no graph; the others need one
+            # even when the caller turned gradients off
+            with torch.set_grad_enabled(bool(cam.uses_gradients)):
+                out = cam(input_tensor=x, targets=[ClassifierOutputTarget(int(t)) for t in targets])
             if not cam.activations_and_grads.activations:
                 raise RuntimeError("the CAM target layer captured no activations")
         finally:

@@ -162,9 +162,11 @@ def preserved_model_state(model: torch.nn.Module) -> Iterator[None]:
         yield
     finally:
         for m, training in modes:
-            m.training = training
+            if m.training is not training:  # Module.__setattr__ is slow; most flags are unchanged
+                m.training = training
         for p, grad in grads:
-            p.grad = grad
+            if p.grad is not grad:
+                p.grad = grad
 
 
 @contextmanager
@@ -179,10 +181,11 @@ def gradients_only_for(model: torch.nn.Module, layer: torch.nn.Module) -> Iterat
     """
     flags = [(p, p.requires_grad) for p in model.parameters()]
     kept = {id(p) for p in layer.parameters()}
+    changed = [(p, required) for p, required in flags if required != (id(p) in kept)]
     try:
-        for p, _ in flags:
-            p.requires_grad_(id(p) in kept)
+        for p, required in changed:
+            p.requires_grad_(not required)
         yield bool(kept)
     finally:
-        for p, required in flags:
+        for p, required in changed:
             p.requires_grad_(required)
