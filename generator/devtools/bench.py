@@ -587,51 +587,90 @@ def _methods_config(workdir: Path, methods: dict):
                          "methods": methods})
 
 
-def _passes(module: torch.nn.Module, x: torch.Tensor, target: int, count: int, batch: int, backward: bool) -> None:
-    """``count`` copies of ``x`` (1, 3, H, W) through the model in batches of ``batch``; with ``backward``, the
-    target logit's gradient with respect to the input as well."""
+#: What a group of passes computes: forward only; the gradient of the target logit with respect to
+#: the input; the same with timm's explicit attention path (the probabilities exist as tensors);
+#: the gradient with respect to the CAM target layer's output (the backward pass stops there).
+PASS_KINDS = ("forward", "input-gradient", "input-gradient-explicit-attention", "layer-gradient")
+
+
+def _passes(module: torch.nn.Module, x: torch.Tensor, target: int, count: int, batch: int, kind: str) -> None:
+    """``count`` copies of ``x`` (1, 3, H, W) through the model in batches of ``batch``, computing
+    what ``kind`` (one of :data:`PASS_KINDS`) names and nothing more."""
+    from ..attention import unfused_attention
+    from ..methods.cam import cam_target_layer
+    from ..methods.common import detect_family
+
+    if kind not in PASS_KINDS:
+        raise ValueError(f"unknown pass kind {kind!r}")
     for start in range(0, count, batch):
         n = min(batch, count - start)
-        if backward:
-            inp = x.expand(n, -1, -1, -1).clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(module(inp)[:, target].sum(), inp)
-        else:
+        if kind == "forward":
             with torch.inference_mode():
                 module(x.expand(n, -1, -1, -1))
+        elif kind == "layer-gradient":
+            layer = cam_target_layer(module, detect_family(module))
+            leaf = {}
+
+            def cut(_m, _args, out):  # the layer's output becomes a leaf: nothing below it is recorded
+                leaf["out"] = out.detach().requires_grad_(True)
+                return leaf["out"]
+
+            flags = [(p, p.requires_grad) for p in module.parameters()]
+            handle = layer.register_forward_hook(cut)
+            try:
+                for p, _ in flags:
+                    p.requires_grad_(False)
+                torch.autograd.grad(module(x.expand(n, -1, -1, -1))[:, target].sum(), leaf["out"])
+            finally:
+                handle.remove()
+                for p, required in flags:
+                    p.requires_grad_(required)
+        else:
+            inp = x.expand(n, -1, -1, -1).clone().requires_grad_(True)
+            if kind == "input-gradient":
+                torch.autograd.grad(module(inp)[:, target].sum(), inp)
+            else:
+                with unfused_attention(module):
+                    torch.autograd.grad(module(inp)[:, target].sum(), inp)
 
 
-def method_passes(name: str, settings, module: torch.nn.Module, batch: int, x: torch.Tensor) -> list[tuple[int, int, bool]]:
-    """The forward (and backward) passes a method needs on one image: (count, batch, backward) groups.
+def method_passes(name: str, settings, module: torch.nn.Module, batch: int, x: torch.Tensor) -> list[tuple[int, int, str]]:
+    """The passes a method needs on one image: (count, batch, kind) groups, kinds from :data:`PASS_KINDS`.
 
-    Grad-CAM family: 1 forward + 1 backward (EigenCAM: 1 forward). Score-CAM: 1 forward + one per
-    channel of the target layer. Integrated Gradients: ``n_steps`` forward+backward. SmoothGrad:
-    ``nt_samples`` forward+backward. Occlusion: 1 + one per window. KernelSHAP: 1 + ``n_samples``
-    forwards. LRP: 1 forward + 1 backward.
+    Grad-CAM, HiResCAM, Grad-CAM++: 1 forward with the gradient at the target layer (the last
+    block's ``norm1``; no CAM reads anything below it). EigenCAM: 1 forward. Score-CAM: 1 forward
+    + one per channel of the target layer. Integrated Gradients: ``n_steps`` input gradients.
+    SmoothGrad: ``nt_samples`` input gradients. Occlusion: 1 + one forward per window. KernelSHAP:
+    1 + ``n_samples`` forwards. LRP: 1 input gradient through the explicit attention path (CP-LRP
+    holds the attention probabilities constant, so they must exist as tensors; timm's fused kernel
+    never forms them).
     """
     from ..methods.common import detect_family, patch_size
 
     def size(value):
         return batch if value == "auto" else value
 
-    if name in ("grad-cam", "hirescam", "grad-cam-plusplus", "lrp"):
-        return [(1, 1, True)]
+    if name in ("grad-cam", "hirescam", "grad-cam-plusplus"):
+        return [(1, 1, "layer-gradient")]
+    if name == "lrp":
+        return [(1, 1, "input-gradient-explicit-attention")]
     if name == "eigencam":
-        return [(1, 1, False)]
+        return [(1, 1, "forward")]
     if name == "score-cam":
         family = detect_family(module)
         channels = module.blocks[-1].norm1.normalized_shape[0] if family == "vit" else \
             module.layers[-1].blocks[-1].norm1.normalized_shape[0]
-        return [(1, 1, False), (channels, size(settings.batch_size), False)]
+        return [(1, 1, "forward"), (channels, size(settings.batch_size), "forward")]
     if name == "integrated-gradients":
-        return [(settings.n_steps, size(settings.internal_batch_size), True)]
+        return [(settings.n_steps, size(settings.internal_batch_size), "input-gradient")]
     if name == "smoothgrad":
-        return [(settings.nt_samples, size(settings.batch_size), True)]
+        return [(settings.nt_samples, size(settings.batch_size), "input-gradient")]
     if name == "occlusion":
         ph, pw = patch_size(module) if settings.window == "patch" else settings.window
         windows = (x.shape[-2] // ph) * (x.shape[-1] // pw)
-        return [(1, 1, False), (windows, size(settings.batch_size), False)]
+        return [(1, 1, "forward"), (windows, size(settings.batch_size), "forward")]
     if name == "kernel-shap":
-        return [(1, 1, False), (settings.n_samples, size(settings.batch_size), False)]
+        return [(1, 1, "forward"), (settings.n_samples, size(settings.batch_size), "forward")]
     raise ValueError(f"no pass count for {name!r}")
 
 
@@ -678,12 +717,12 @@ def bench_methods(quick: bool, repeats: int, workdir: Path) -> list[dict]:
                 RelevanceStore(None).get(spec, model, image, inputs, target)
 
             def needed(passes=passes):
-                for count, per, backward in passes:
-                    _passes(model.module, x, target, count, per, backward)
+                for count, per, kind in passes:
+                    _passes(model.module, x, target, count, per, kind)
 
             times = alternate({"ours": ours, "passes": needed}, reps)
             r = statistics.median(times["ours"]) / statistics.median(times["passes"])
-            extra = {"passes": [{"count": c, "batch": b, "backward": bw} for c, b, bw in passes],
+            extra = {"passes": [{"count": c, "batch": b, "kind": k} for c, b, k in passes],
                      "settings": spec.method.settings.model_dump(), "repeats": reps}
             if r > 1.15:
                 extra["largest_costs"] = top_cost(ours)
