@@ -4,7 +4,8 @@ Run on a machine with a GPU (about 2 minutes)::
 
     python bench/gpu_check.py [--images 2] [--lime-samples 200]
 
-For each embedded model (ViT and Swin), image and enabled section it computes the record on the
+For each embedded model (ViT and Swin), image and section (every relevance method enabled, those
+the default gallery turns off included) it computes the record on the
 CPU and on ``cuda`` from the same inputs and prints, per section, the largest absolute difference
 over the record's arrays and numeric metadata, the top-1 agreement, the batch size the auto rule
 picked on each device, and the compute time on each. It then runs a whole ``build --device cuda``
@@ -17,10 +18,10 @@ Tolerances (absolute, on arrays and numbers; float32 kernels on GPU reduce in ot
 - gradient-weighted rollout: 1e-3 (a backward pass adds rounding)
 - LIME weights and scores: 2e-2 (the surrogate is fitted to probabilities that differ at 1e-6, and
   its ridge weights are ill-conditioned); top-1 and the ranked superpixels must agree
-- faithfulness AUCs and curves: 1e-3, for maps whose cell order is certain to be the same on both
-  devices. Deletion and insertion take cells in the map's order, so two cells whose relevance differs
-  by less than the devices' difference can swap places and change a step of the curve; such maps are
-  counted and compared by their cells (the maps tolerance) instead.
+- faithfulness AUCs and curves: 1e-3, for maps whose cells were taken in the same order on both
+  devices (rebuilt from each record's published cells). Two cells whose relevance differs by less
+  than the devices' difference can swap places and change a step of the curve; such maps are counted
+  and compared by their cells (the maps tolerance) instead.
 
 Seeded noise is drawn by the CPU generator on every device (SmoothGrad's noise, the randomised model
 of the sanity check), so those results are compared like any other.
@@ -87,31 +88,34 @@ ORDER_KEYS = ("deletion_auc", "insertion_auc", "score", "road", "road_morf", "ro
 
 
 def order_is_certain(x: np.ndarray, y: np.ndarray) -> bool:
-    """Whether a map's cell order is the same on both devices beyond doubt.
+    """Whether a map's cells were taken in the same order on both devices.
 
-    The records keep the cells in float32 while the orders were taken in float64, so equal float32
-    orders do not prove equal orders: any two neighbours in the order whose gap is within twice the
-    devices' difference on this map (or float32 rounding) could have swapped, unless they are exactly
-    tied on both devices (a clipped CAM's zeros, a LIME superpixel's cells), where position breaks the
-    tie on both. A float64 gap below float32's resolution still passes as a tie: the check cannot see
-    it (on the embedded Swin's LIME map one such pair was found, 1e-17 apart, at rank 124 of 196)."""
+    The section orders cells by their published float32 values, ties by position
+    (:func:`generator.metrics.cell_order`), so the order rebuilt from each record's cells is the
+    order that device used, and equal orders mean the curves saw the same inputs."""
+    from generator.metrics import cell_order
+
+    return bool(np.array_equal(cell_order(x), cell_order(y)))
+
+
+def first_swap(x: np.ndarray, y: np.ndarray) -> str:
+    """Where two devices' cell orders first part: the rank, the two cells, and how far apart they
+    are on the CPU against how much the map differs between the devices."""
+    from generator.metrics import cell_order
+
     x, y = x.reshape(-1).astype(np.float64), y.reshape(-1).astype(np.float64)
-    order = np.argsort(-x, kind="stable")
-    if not np.array_equal(order, np.argsort(-y, kind="stable")):
-        return False
-    scale = max(float(np.abs(x).max()), 1e-30)
-    slack = 2 * float(np.abs(x - y).max()) + 1e-6 * scale
-    xs, ys = x[order], y[order]
-    gaps_x, gaps_y = xs[:-1] - xs[1:], ys[:-1] - ys[1:]
-    risky = (gaps_x <= slack) & ~((gaps_x == 0) & (gaps_y == 0))
-    return not bool(risky.any())
+    ox, oy = cell_order(x), cell_order(y)
+    rank = int(np.argmax(ox != oy))
+    i, j = int(ox[rank]), int(oy[rank])
+    return (f"first at rank {rank} of {x.size}: cells {i} and {j} are {abs(x[i] - x[j]):.1e} apart, "
+            f"the map differs by up to {float(np.abs(x - y).max()):.1e} between devices")
 
 
 def faithfulness_difference(a, b) -> tuple[float, str, int]:
     """As :func:`difference`, but a map whose cell order differs between the devices (two cells whose
     relevance lies within rounding of each other swap places) is compared by its cells only: its
     curves, AUCs and ROAD scores follow the order and legitimately differ. Returns the worst
-    difference, where, and how many maps were ordered differently."""
+    difference, where, and the maps ordered differently (with their cells' largest difference)."""
     cells_a, cells_b = a.arrays["cells"], b.arrays["cells"]
     same = [order_is_certain(x, y) for x, y in zip(cells_a, cells_b)]
     keep = np.array(same)
@@ -129,7 +133,9 @@ def faithfulness_difference(a, b) -> tuple[float, str, int]:
     cells = float(np.max(np.abs(cells_a.astype(np.float64) - cells_b.astype(np.float64)))) if cells_a.size else 0.0
     if cells > CELLS_TOLERANCE:  # the maps themselves disagree: out of tolerance whatever the rest says
         worst, where = float("inf"), f"array cells differ by {cells:.2e}"
-    return worst, where, len(same) - int(keep.sum())
+    reordered = [f"{m}: {first_swap(x, y)}" for m, x, y, ok in zip(a.meta["methods"], cells_a, cells_b, same)
+                 if not ok]
+    return worst, where, reordered
 
 
 def main() -> int:
@@ -167,7 +173,10 @@ def main() -> int:
                     "weights": f"file:{ROOT}/generator/weights/swin_fmnist_patch2_28.safetensors"}],
         "sections": {"lime": {"num_samples": args.lime_samples}, "probe": {"enabled": False},
                      "faithfulness": {"random_seeds": [0]}},
-        "methods": {"lime": {"num_samples": args.lime_samples}},
+        # every method on, those the default gallery turns off for CPU time included
+        "methods": {"lime": {"num_samples": args.lime_samples}, "score-cam": {"enabled": True},
+                    "integrated-gradients": {"enabled": True}, "smoothgrad": {"enabled": True},
+                    "kernel-shap": {"enabled": True}},
     }
     config = parse_config(data)
     images, _ = scan_images(config.images)
@@ -186,7 +195,7 @@ def main() -> int:
             if not section.enabled() or not section.per_image or not section.applies_to(models["cpu"]):
                 continue
             worst, where, agree, seconds = 0.0, "", True, {"cpu": 0.0, "cuda": 0.0}
-            compared = reordered = 0
+            compared, reordered = 0, set()
             broken = False
             for image in images:
                 if broken:  # the other images would fail the same way
@@ -213,7 +222,7 @@ def main() -> int:
                 compared += 1
                 if section.name == "faithfulness":
                     d, w, swapped = faithfulness_difference(records["cpu"], records["cuda"])
-                    reordered += swapped
+                    reordered.update(f"{image.slug}: {m}" for m in swapped)
                 else:
                     d, w = difference(records["cpu"], records["cuda"])
                 if d > worst:
@@ -229,8 +238,10 @@ def main() -> int:
                   f"{'same' if agree else 'DIFF':>6} {seconds['cpu']:>7.2f} {seconds['cuda']:>7.2f}  "
                   f"{where}{'' if ok else '   <-- OUT OF TOLERANCE'}")
             if reordered:
-                print(f"{'':<12} {'':<13} {reordered} map(s) with near-tied cells (their order may differ between "
-                      "devices): curves, AUCs and ROAD left out, cells compared")
+                print(f"{'':<12} {'':<13} {len(reordered)} map(s) whose cells were taken in another order on each "
+                      "device (near-tied cells): curves, AUCs and ROAD left out, cells compared:")
+                for name in sorted(reordered):
+                    print(f"{'':<12} {'':<13}   {name}")
         print(f"{model_config.name}: auto batch cpu {batch['cpu']}, cuda {batch['cuda']}")
 
     from generator.builder import build

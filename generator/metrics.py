@@ -23,6 +23,7 @@ __all__ = [
     "Curves",
     "auc",
     "bootstrap_intervals",
+    "cell_order",
     "cell_relevance",
     "decimals_to_separate",
     "faithfulness_curves",
@@ -51,6 +52,24 @@ def cell_relevance(relevance: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
     """
     t = torch.as_tensor(np.asarray(relevance, dtype=np.float64))[None, None]
     return F.adaptive_avg_pool2d(t, grid)[0, 0].numpy()
+
+
+def cell_order(cells: np.ndarray) -> np.ndarray:
+    """The order deletion and insertion take cells in: most relevant first, ties by position.
+
+    The values are compared as float32, the precision the records publish, so the order can be
+    rebuilt from the published cells. Cells that are equal but for float64 summation noise (a LIME
+    map's cells covering the same superpixels, averaged in another order: 1e-17 apart) count as
+    tied and keep their position order on every machine; compared in float64, the noise's sign, which
+    moves with the map's last bits, would decide between them and could differ between devices.
+
+    Args:
+        cells: (gh, gw) or (gh·gw,) cell relevance.
+
+    Returns:
+        (gh·gw,) permutation of the cell indices.
+    """
+    return np.argsort(-np.asarray(cells, dtype=np.float32).reshape(-1), kind="stable")
 
 
 def _cell_masks(order: np.ndarray, grid: tuple[int, int], size: tuple[int, int], counts: list[int]) -> torch.Tensor:
@@ -100,7 +119,7 @@ def perturbation_curve(
     grid = tuple(relevance.shape)
     cells = grid[0] * grid[1]
     if order is None:
-        order = np.argsort(-relevance.reshape(-1), kind="stable")
+        order = cell_order(relevance)
     counts = list(range(0, cells, step)) + [cells]
     probs = []
     for start in range(0, len(counts), batch_size):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from generator.metrics import auc, cell_relevance, perturbation_curve, random_baseline, randomise_top, rank_correlation
+from generator.metrics import auc, cell_order, cell_relevance, perturbation_curve, random_baseline, randomise_top, rank_correlation
 
 
 def region_model():
@@ -66,6 +66,32 @@ def test_cell_relevance_and_rank_correlation():
     assert rank_correlation(m, m * 2 + 1) == pytest.approx(1.0)
     assert rank_correlation(m, -m) == pytest.approx(-1.0)
     assert rank_correlation(m, np.ones((4, 4))) == 0.0
+
+
+def test_cell_order_ties_cells_that_differ_only_by_float64_noise():
+    """Deletion and insertion take cells in the order of their published float32 values, ties by
+    position: a LIME map's cells averaged from the same superpixels in another order are 1e-17 apart,
+    and the sign of that noise (which follows the map's last bits, not the model) must not decide."""
+    low = 0.12150272472450006
+    high = np.nextafter(np.nextafter(low, 1.0), 1.0)  # 2e-17 above: the pair found on the embedded Swin
+    assert high > low and np.float32(high) == np.float32(low)
+    for cells in ([low, high, 0.3], [high, low, 0.3]):
+        assert cell_order(np.array(cells)).tolist() == [2, 0, 1]
+    # anything float32 can tell apart keeps its order, and the order is rebuilt from published cells
+    rng = np.random.default_rng(0)
+    cells = rng.random((14, 14))
+    published = cells.astype(np.float32)
+    assert np.array_equal(cell_order(cells), np.argsort(-published.reshape(-1), kind="stable"))
+    assert np.array_equal(cell_order(published), cell_order(cells))
+    # cell_relevance of a superpixel map: equal multisets of pixels give exactly tied or noise-tied cells
+    pixels = np.zeros((28, 28))
+    pixels[:, :14], pixels[:, 14:] = low, 0.9
+    pixels[::2, 13] = 0.9  # one column of cells mixes both superpixels, in alternating row order
+    cells = cell_relevance(pixels, (14, 14)).reshape(-1)
+    mixed = np.flatnonzero(np.isclose(cells, (low + 0.9) / 2, rtol=0, atol=1e-12))
+    order = cell_order(cells)
+    ranks = np.argsort(order)
+    assert np.all(np.diff(ranks[mixed]) > 0), "cells tied in float32 must keep their position order"
 
 
 def test_randomise_top_changes_only_the_top():

@@ -73,7 +73,7 @@ class FaithfulnessSection(Section):
     families = ("vit", "swin")
     template = "sections/faithfulness.md.j2"
     chapter = ("faithfulness", "Which explanation is faithful?", "chapters/faithfulness_intro.md.j2")
-    version = 2
+    version = 3
 
     # ------------------------------------------------------------------ compute
 
@@ -99,8 +99,8 @@ class FaithfulnessSection(Section):
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
 
-        from ..metrics import (auc, cell_relevance, faithfulness_curves, pixel_order_map, randomise_top,
-                               rank_correlation, road_scores)
+        from ..metrics import (auc, cell_order, cell_relevance, faithfulness_curves, pixel_order_map,
+                               randomise_top, rank_correlation, road_scores)
 
         s = self.settings
         module = model.module
@@ -121,7 +121,7 @@ class FaithfulnessSection(Section):
         batch = model.batch_size(s.batch_size)
         deletion_base, insertion_base = self.baseline(x, s.deletion_baseline), self.baseline(x, s.insertion_baseline)
         cells = [cell_relevance(m.values, grid) for m in maps]
-        orders = [np.argsort(-c.reshape(-1), kind="stable") for c in cells]
+        orders = [cell_order(c) for c in cells]
         orders += [np.random.default_rng(seed).permutation(grid[0] * grid[1]) for seed in s.random_seeds]
         curves = faithfulness_curves(predict, x, deletion_base, insertion_base, orders, grid, target, s.step, batch)
         f = curves.fractions
