@@ -19,6 +19,17 @@ def test_bench_quick_writes_valid_json(tmp_path):
     assert any(n.startswith("LIME vs its forward passes") for n in names)
     assert any(n.startswith("probe (cached features)") for n in names)
     assert any(n.startswith("warm rebuild") for n in names)
+    from generator.methods.registered import LIBRARY_METHODS
+    from generator.relevance import registered_methods
+
+    labels = {cls.label for cls in registered_methods() if cls.name in LIBRARY_METHODS}
+    for arch in ("vit_fmnist_patch4_28", "vit_tiny_patch16_224"):  # Score-CAM is off on the 224 px model
+        rows = {r["name"].split(" vs its passes")[0]: r for r in results["rows"] if r["name"].endswith(arch)
+                and " vs its passes" in r["name"]}
+        assert set(rows) == labels - ({"Score-CAM"} if arch != "vit_fmnist_patch4_28" else set()), arch
+        for r in rows.values():
+            assert r["passes"] and all(p["count"] >= 1 and p["kind"] for p in r["passes"])
+    assert any(n.startswith("faithfulness curves vs their forward passes") for n in names)
     for row in results["rows"]:
         assert row["ours_s"]["n"] >= 1 and row["ours_s"]["median"] > 0 and row["ratio"] > 0
     assert [p["images"] for p in results["scaling"]["points"]] == [1, 2]

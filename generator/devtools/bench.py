@@ -677,9 +677,10 @@ def method_passes(name: str, settings, module: torch.nn.Module, batch: int, x: t
 def bench_methods(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     """Each library method through the registry against the forward/backward passes it needs, alone.
 
-    Embedded ViT (trained weights): every method with its default settings, ``repeats`` repeats. ViT-B/16
-    (random weights, one 224 px image): fewer repeats and lighter settings (stated in each row's
+    Embedded ViT (trained weights): every method with its default settings, at least 21 repeats. ViT-B/16
+    (random weights, one 224 px image): at most 5 repeats and lighter settings (stated in each row's
     ``settings``), Score-CAM skipped (768 forward passes of ViT-B per map: ~1.5 min per repeat here).
+    ``quick``: one repeat of light settings on the embedded ViT and on ViT-Ti/16 (random weights).
     """
     from ..loaded_model import load_model
     from ..methods.registered import LIBRARY_METHODS
@@ -687,12 +688,18 @@ def bench_methods(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     from ..settings import ModelConfig
 
     out = []
-    cases = [("vit_fmnist_patch4_28", f"file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors", repeats, {})]
-    if quick:
+    # milliseconds per call on the embedded ViT: more repeats for a steady median
+    cases = [("vit_fmnist_patch4_28", f"file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors",
+              max(repeats, 21), {})]
+    if quick:  # the same rows on small work: the embedded ViT, and ViT-Ti/16 for the 224 px, 16 px patch layout
         cases[0] = (cases[0][0], cases[0][1], 1, {"integrated-gradients": {"n_steps": 8}, "smoothgrad": {"nt_samples": 4},
                                                    "kernel-shap": {"n_samples": 40}})
+        cases.append(("vit_tiny_patch16_224", "random:0", 1,
+                      {"score-cam": {"enabled": False}, "integrated-gradients": {"n_steps": 4},
+                       "smoothgrad": {"nt_samples": 2}, "occlusion": {"window": [112, 112]},
+                       "kernel-shap": {"n_samples": 8}}))
     else:
-        cases.append(("vit_base_patch16_224", "random:0", max(1, min(repeats, 3)),
+        cases.append(("vit_base_patch16_224", "random:0", max(1, min(repeats, 5)),
                       {"score-cam": {"enabled": False}, "integrated-gradients": {"n_steps": 16},
                        "smoothgrad": {"nt_samples": 8}, "occlusion": {"window": [32, 32]},
                        "kernel-shap": {"n_samples": 64}}))
