@@ -604,9 +604,9 @@ def _passes(module: torch.nn.Module, x: torch.Tensor, target: int, count: int, b
         raise ValueError(f"unknown pass kind {kind!r}")
     for start in range(0, count, batch):
         n = min(batch, count - start)
-        if kind == "forward":
+        if kind == "forward":  # a batch in memory, as a method's perturbed copies are (not a stride-0 view)
             with torch.inference_mode():
-                module(x.expand(n, -1, -1, -1))
+                module(x.expand(n, -1, -1, -1).clone())
         elif kind == "layer-gradient":
             layer = cam_target_layer(module, detect_family(module))
             leaf = {}
@@ -620,7 +620,7 @@ def _passes(module: torch.nn.Module, x: torch.Tensor, target: int, count: int, b
             try:
                 for p, _ in flags:
                     p.requires_grad_(False)
-                torch.autograd.grad(module(x.expand(n, -1, -1, -1))[:, target].sum(), leaf["out"])
+                torch.autograd.grad(module(x.expand(n, -1, -1, -1).clone())[:, target].sum(), leaf["out"])
             finally:
                 handle.remove()
                 for p, required in flags:
@@ -641,7 +641,7 @@ def method_passes(name: str, settings, module: torch.nn.Module, batch: int, x: t
     block's ``norm1``; no CAM reads anything below it). EigenCAM: 1 forward. Score-CAM: 1 forward
     + one per channel of the target layer. Integrated Gradients: ``n_steps`` input gradients.
     SmoothGrad: ``nt_samples`` input gradients. Occlusion: 1 + one forward per window. KernelSHAP:
-    1 + ``n_samples`` forwards. LRP: 1 input gradient through the explicit attention path (CP-LRP
+    ``n_samples`` forwards. LRP: 1 input gradient through the explicit attention path (CP-LRP
     holds the attention probabilities constant, so they must exist as tensors; timm's fused kernel
     never forms them).
     """
@@ -669,8 +669,8 @@ def method_passes(name: str, settings, module: torch.nn.Module, batch: int, x: t
         ph, pw = patch_size(module) if settings.window == "patch" else settings.window
         windows = (x.shape[-2] // ph) * (x.shape[-1] // pw)
         return [(1, 1, "forward"), (windows, size(settings.batch_size), "forward")]
-    if name == "kernel-shap":
-        return [(1, 1, "forward"), (settings.n_samples, size(settings.batch_size), "forward")]
+    if name == "kernel-shap":  # captum's first two coalitions are the whole and the empty input: no extra pass
+        return [(settings.n_samples, size(settings.batch_size), "forward")]
     raise ValueError(f"no pass count for {name!r}")
 
 
