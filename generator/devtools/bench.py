@@ -598,33 +598,24 @@ def _passes(module: torch.nn.Module, x: torch.Tensor, target: int, count: int, b
     what ``kind`` (one of :data:`PASS_KINDS`) names and nothing more."""
     from ..attention import unfused_attention
     from ..methods.cam import cam_target_layer
-    from ..methods.common import detect_family
+    from ..methods.common import detect_family, gradients_only_for
 
     if kind not in PASS_KINDS:
         raise ValueError(f"unknown pass kind {kind!r}")
+    layer = cam_target_layer(module, detect_family(module)) if kind == "layer-gradient" else None
     for start in range(0, count, batch):
         n = min(batch, count - start)
         if kind == "forward":  # a batch in memory, as a method's perturbed copies are (not a stride-0 view)
             with torch.inference_mode():
                 module(x.expand(n, -1, -1, -1).clone())
-        elif kind == "layer-gradient":
-            layer = cam_target_layer(module, detect_family(module))
-            leaf = {}
-
-            def cut(_m, _args, out):  # the layer's output becomes a leaf: nothing below it is recorded
-                leaf["out"] = out.detach().requires_grad_(True)
-                return leaf["out"]
-
-            flags = [(p, p.requires_grad) for p in module.parameters()]
-            handle = layer.register_forward_hook(cut)
-            try:
-                for p, _ in flags:
-                    p.requires_grad_(False)
-                torch.autograd.grad(module(x.expand(n, -1, -1, -1).clone())[:, target].sum(), leaf["out"])
-            finally:
-                handle.remove()
-                for p, required in flags:
-                    p.requires_grad_(required)
+        elif kind == "layer-gradient":  # as the CAMs run: the backward pass stops at the target layer
+            outputs = []
+            with gradients_only_for(module, layer):
+                handle = layer.register_forward_hook(lambda _m, _args, out: outputs.append(out))
+                try:
+                    torch.autograd.grad(module(x.expand(n, -1, -1, -1).clone())[:, target].sum(), outputs)
+                finally:
+                    handle.remove()
         else:
             inp = x.expand(n, -1, -1, -1).clone().requires_grad_(True)
             if kind == "input-gradient":

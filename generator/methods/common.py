@@ -21,12 +21,12 @@ __all__ = [
     "Baseline",
     "baseline_tensor",
     "detect_family",
+    "gradients_only_for",
     "input_normalisation",
     "model_grid",
     "patch_size",
     "pool_to_grid",
     "preserved_model_state",
-    "gradients_only_for",
     "seeded",
     "targets_tensor",
 ]
