@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from ._version import __version__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

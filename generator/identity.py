@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Literal
 
-from . import __version__
+from ._version import __version__
 from .atomic import atomic_write_text
 from .cache import cache_key, canonical_json
 from .settings import ModelConfig

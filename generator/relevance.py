@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .cache import Record, ResultCache, cache_key
 from .settings import SectionSettings, method_field
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from . import __version__
+from ._version import __version__
 from .atomic import atomic_write_text
 from .loaded_model import environment_threads
 from .outcomes import plural, skip_lines

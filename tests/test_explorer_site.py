@@ -86,7 +86,7 @@ def test_image_page_explorer_matches_the_captured_attention(gallery, served, bro
     from generator.config import ModelConfig
     from generator.images import scan_images
     from generator.loaded_model import load_model
-    from generator.plan import prepare_input
+    from generator.inputs import prepare_input
 
     base = served if transport == "http" else (gallery / "site").as_uri() + "/"
     w = Watched(browser, base).open("images/synthetic-0.html")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import __version__
+from .._version import __version__
 from ..embedded import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, weights_path
 from ..atomic import atomic_write_bytes, atomic_write_text
 
