@@ -132,8 +132,13 @@ def load_module(config: ModelConfig, device: torch.device | str = "cpu") -> tupl
         module = _create(config, pretrained=True, pretrained_cfg_overlay=overlay)
         source = f"file {path.name} (sha256 {file_sha256(path)[:12]}…)"
     elif kind == "hub":
-        module = _load_from_hub(config)
-        source = f"Hugging Face hub ({module.pretrained_cfg.get('hf_hub_id') or config.arch})"
+        shipped = _shipped_file(config.arch)
+        if shipped is not None:  # an embedded model: timm's pretrained file ships inside this package
+            module = _create(config, pretrained=True)
+            source = f"shipped file {shipped.name} (sha256 {file_sha256(shipped)[:12]}…)"
+        else:
+            module = _load_from_hub(config)
+            source = f"Hugging Face hub ({module.pretrained_cfg.get('hf_hub_id') or config.arch})"
     else:  # validated by config; kept for direct callers
         raise WeightsError(f"model {config.name!r}: unknown weights source {config.weights!r}")
 
@@ -235,6 +240,17 @@ def hub_files(arch: str) -> tuple[str, list[str]]:
     if filename.endswith((".bin", ".pth")):  # timm tries the safetensors twin first
         names.insert(0, "model.safetensors" if filename == "pytorch_model.bin" else filename.rsplit(".", 1)[0] + ".safetensors")
     return cfg.hf_hub_id, names
+
+
+def _shipped_file(arch: str) -> Path | None:
+    """The local file that timm's pretrained config names for ``arch`` when it has no hub repository
+    (the embedded models), else None."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch)
+    if cfg is None or cfg.hf_hub_id or not cfg.file:
+        return None
+    return Path(cfg.file)
 
 
 def _hub_offline() -> bool:

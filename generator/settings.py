@@ -158,7 +158,8 @@ def method_field(name: str) -> str:
 class ModelConfig(Settings):
     """One model of the gallery.
 
-    ``weights`` is ``"hub"`` (timm pretrained weights from the Hugging Face hub),
+    ``weights`` is ``"hub"`` (timm's pretrained weights: from the Hugging Face hub, or the file that
+    ships inside this package for the embedded models),
     ``"file:PATH"`` (a local .safetensors, .pth/.bin or .npz loaded through timm's pretrained
     path) or ``"random:SEED"`` (seeded random init, labelled "random weights" everywhere).
     ``arch`` is a timm architecture, optionally with a pretrained tag (``name.tag``).
