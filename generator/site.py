@@ -18,7 +18,7 @@ import zipfile
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -300,112 +300,145 @@ def write_figure_archive(result: RunResult) -> Path | None:
     return target
 
 
-def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Path]:
-    """Write every Markdown page of the gallery into ``result.docs_dir``; return their paths."""
-    env = make_environment(templates_dir)
-    docs = result.docs_dir
-    written: list[Path] = []
-    add_page_globals(env, result)
+class PageWriter:
+    """Renders templates into ``docs``; a page (or a block of one) that cannot be made becomes a
+    failure record and a page saying so, and every other page is kept."""
 
-    def write(target: str, text: str) -> None:
-        path = docs / target
-        ensure_inside(docs, path)
+    def __init__(self, result: RunResult, templates_dir: Path | None = None) -> None:
+        self.result = result
+        self.docs = result.docs_dir
+        self.env = make_environment(templates_dir)
+        add_page_globals(self.env, result)
+        self.written: list[Path] = []
+
+    def write(self, target: str, text: str) -> None:
+        path = self.docs / target
+        ensure_inside(self.docs, path)
         write_if_changed(path, text.encode("utf-8"))
-        written.append(path)
+        self.written.append(path)
 
-    def report(target: str, owner: str | None, exc: Exception, image: str | None = None) -> str:
+    def record_failure(self, target: str, owner: str | None, exc: Exception, image: str | None = None) -> str:
         """Record a page (or a block of one) that could not be made as a failure; return its message."""
         error = f"{target}: {type(exc).__name__}: {exc}"
-        result.failures.append(Failure(stage="page", section=owner, image=image, error=error,
-                                       traceback=trimmed_traceback(exc)))
+        self.result.failures.append(Failure(stage="page", section=owner, image=image, error=error,
+                                            traceback=trimmed_traceback(exc)))
         return error
 
-    def failed(target: str, owner: str | None, exc: Exception) -> None:
-        """A page that cannot be made is a reported failure; it says so, and the other pages are kept."""
-        error = report(target, owner, exc)
-        write(target, f"# {escape_md(Path(target).stem)}\n\n!!! failure \"This page could not be rendered\"\n"
-                      f"    {escape_md(error)}\n\n    The run report lists it with its traceback.\n")
+    def failed(self, target: str, owner: str | None, exc: Exception) -> None:
+        error = self.record_failure(target, owner, exc)
+        self.write(target, f"# {escape_md(Path(target).stem)}\n\n!!! failure \"This page could not be rendered\"\n"
+                           f"    {escape_md(error)}\n\n    The run report lists it with its traceback.\n")
 
-    def page(template: str, target: str, *, owner: str | None = None, **context: Any) -> None:
+    def page(self, template: str, target: str, *, owner: str | None = None,
+             context: Callable[[], dict[str, Any]] | None = None, **values: Any) -> None:
+        """Render ``template`` into ``target``; ``context`` (called here) gathers what may fail too."""
         try:
-            text = blank_lines_around_tables(env.get_template(template).render(**context))
-        except Exception as exc:  # a template meeting data it did not expect
-            failed(target, owner, exc)
+            if context is not None:
+                values = {**context(), **values}
+            text = blank_lines_around_tables(self.env.get_template(template).render(**values))
+        except Exception as exc:  # a template or its summary meeting data it did not expect
+            self.failed(target, owner, exc)
             return
-        write(target, text)
+        self.write(target, text)
 
-    by_image: dict[str, dict[str, list[JobResult]]] = defaultdict(lambda: defaultdict(list))
-    for r in result.results:
-        by_image[r.image][r.section].append(r)
-    model_order = {m.name: i for i, m in enumerate(result.models)}
-    model_by_name = {m.name: m for m in result.models}
-    sections = enabled_sections(result)
 
-    copy_site_assets(docs)
+def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Path]:
+    """Write every Markdown page of the gallery into ``result.docs_dir``; return their paths."""
+    pages = PageWriter(result, templates_dir)
+    copy_site_assets(result.docs_dir)
     known = read_known_labels(result.config.images)
     predicted = predictions(result, known.labels)
-    archive = write_figure_archive(result)
+    by_image = results_by_image(result)
+    write_image_pages(pages, by_image, known, predicted)
+    write_chapter_pages(pages, by_image)
+    write_front_pages(pages, known, predicted)
+    from .explorer_site import write_explorer_assets  # listed on every page by the theme
+
+    write_explorer_assets(result.docs_dir)
+    _remove_stale_pages(result.docs_dir, pages.written)
+    _remove_stale_explorers(result.docs_dir, result)
+    return pages.written
+
+
+def results_by_image(result: RunResult) -> dict[str, dict[str, list[JobResult]]]:
+    """image slug → section name → that section's results, in the config's model order."""
+    model_order = {m.name: i for i, m in enumerate(result.models)}
+    by_image: dict[str, dict[str, list[JobResult]]] = defaultdict(lambda: defaultdict(list))
+    for r in sorted(result.results, key=lambda r: model_order.get(r.model, 0)):
+        by_image[r.image][r.section].append(r)
+    return by_image
+
+
+def write_image_pages(pages: PageWriter, by_image, known, predicted) -> None:
+    """One page per image: a block per section that has results for it."""
+    result = pages.result
+    models = {m.name: m for m in result.models}
     for image in result.images:
-        _thumbnail(image.rgb, docs / "inputs" / f"{image.slug}.png")
+        _thumbnail(image.rgb, pages.docs / "inputs" / f"{image.slug}.png")
         target = f"images/{image.slug}.md"
         blocks = []
-        for section in (s for s in sections if s.per_image):
-            items = sorted(by_image[image.slug].get(section.name, []), key=lambda r: model_order.get(r.model, 0))
+        for section in (s for s in enabled_sections(result) if s.per_image):
+            items = by_image[image.slug].get(section.name, [])
             if items:
                 try:
                     extras = page_extras(section, items)
                 except Exception as exc:  # this section's block is left out, and the failure reported
-                    report(target, section.name, exc, image=image.slug)
+                    pages.record_failure(target, section.name, exc, image=image.slug)
                     continue
                 blocks.append({"section": section, "results": items, "extras": extras})
         failures = [f for f in result.failures if f.image == image.slug]
-        page("image.md.j2", target, image=image, blocks=blocks, models=model_by_name,
-             failures=failures, predictions=predicted.get(image.slug, []), known=known.labels.get(image.name))
+        pages.page("image.md.j2", target, image=image, blocks=blocks, models=models, failures=failures,
+                   predictions=predicted.get(image.slug, []), known=known.labels.get(image.name))
 
-    for section in sections:
+
+def write_chapter_pages(pages: PageWriter, by_image) -> None:
+    """One chapter per enabled section: per-image sections list their images, unit sections their units."""
+    result = pages.result
+    model_order = {m.name: i for i, m in enumerate(result.models)}
+    models = {m.name: m for m in result.models}
+    for section in enabled_sections(result):
         slug, title, intro = section.chapter
-        target = f"chapters/{slug}.md"
         chapter = {"title": title, "intro": intro}
-        try:
-            if not section.per_image:
-                items = sorted((r for r in result.results if r.section == section.name),
-                               key=lambda r: model_order.get(r.model, 0))
-                page("chapters/unit-section.md.j2", target, owner=section.name, chapter=chapter, section=section,
-                     results=items, extras=page_extras(section, items), models=model_by_name, config=result.config)
-                continue
-            entries = []
-            for image in result.images:
-                items = sorted(by_image[image.slug].get(section.name, []), key=lambda r: model_order.get(r.model, 0))
-                if items:
-                    entries.append({"image": image, "section": section, "results": items,
-                                    "extras": page_extras(section, items)})
-            all_results = [r for r in result.results if r.section == section.name]
-            page("chapters/section.md.j2", target, owner=section.name, chapter=chapter, entries=entries,
-                 models=model_by_name, chapter_extras=section.chapter_extras(all_results))
-        except Exception as exc:  # a section's summary of its results failed: report it, keep the rest
-            failed(target, section.name, exc)
-    report = run_report_dict(result)
-    chapters = chapter_list(result)
-    page("index.md.j2", "index.md", config=result.config, images=result.images, models=result.models,
-         report=report, chapters=chapters, predictions=predicted, known=known,
-         failed_models=failed_models(result),
-         skipped=[line.strip() for line in skip_lines(result.skipped)[1:]])
-    page("chapters/attention.md.j2", "chapters/attention.md", models=result.models)
-    page("chapters/obtaining.md.j2", "chapters/obtaining.md")
-    if result.models:  # with no model loaded there is no claim to test
-        write_claims_page(result, page)
-    config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
-    page("reproducibility.md.j2", "reproducibility.md", report=report, config=result.config, config_text=config_text)
-    page("figure-list.md.j2", "figure-list.md", figures=figure_index(result), dpi=result.config.run.dpi,
-         archive=archive.relative_to(docs).as_posix() if archive else None,
-         archive_mb=archive.stat().st_size / 1e6 if archive else 0)
-    page("run-report.md.j2", "run-report.md", report=report, failures=result.failures)
-    from .explorer_site import write_explorer_assets  # listed on every page by the theme
+        all_results = [r for r in result.results if r.section == section.name]
+        if not section.per_image:
+            items = sorted(all_results, key=lambda r: model_order.get(r.model, 0))
+            pages.page("chapters/unit-section.md.j2", f"chapters/{slug}.md", owner=section.name, chapter=chapter,
+                       section=section, results=items, models=models, config=result.config,
+                       context=lambda s=section, items=items: {"extras": page_extras(s, items)})
+            continue
 
-    write_explorer_assets(docs)
-    _remove_stale_pages(docs, written)
-    _remove_stale_explorers(docs, result)
-    return written
+        def entries(section=section, all_results=all_results) -> dict[str, Any]:
+            found = [{"image": image, "section": section, "results": items, "extras": page_extras(section, items)}
+                     for image in result.images if (items := by_image[image.slug].get(section.name, []))]
+            return {"entries": found, "chapter_extras": section.chapter_extras(all_results)}
+
+        pages.page("chapters/section.md.j2", f"chapters/{slug}.md", owner=section.name, chapter=chapter,
+                   models=models, context=entries)
+
+
+def write_front_pages(pages: PageWriter, known, predicted) -> None:
+    """The home page, the explanatory chapters, the claims, reproducibility, figure list and run report."""
+    result = pages.result
+    run_report = run_report_dict(result)
+    pages.page("index.md.j2", "index.md", config=result.config, images=result.images, models=result.models,
+               report=run_report, predictions=predicted, known=known,
+               context=lambda: {"chapters": chapter_list(result), "failed_models": failed_models(result),
+                                "skipped": [line.strip() for line in skip_lines(result.skipped)[1:]]})
+    pages.page("chapters/attention.md.j2", "chapters/attention.md", models=result.models)
+    pages.page("chapters/obtaining.md.j2", "chapters/obtaining.md")
+    if result.models:  # with no model loaded there is no claim to test
+        from .claims import claims_context
+
+        pages.page("chapters/claims.md.j2", "chapters/claims.md", context=lambda: claims_context(result))
+    config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
+    pages.page("reproducibility.md.j2", "reproducibility.md", report=run_report, config=result.config,
+               config_text=config_text)
+    archive = write_figure_archive(result)
+    pages.page("figure-list.md.j2", "figure-list.md", dpi=result.config.run.dpi,
+               archive=archive.relative_to(pages.docs).as_posix() if archive else None,
+               archive_mb=archive.stat().st_size / 1e6 if archive else 0,
+               context=lambda: {"figures": figure_index(result)})
+    pages.page("run-report.md.j2", "run-report.md", report=run_report, failures=result.failures)
 
 
 def add_page_globals(env: Environment, result: RunResult) -> None:
@@ -452,13 +485,6 @@ def enabled_sections(result: RunResult) -> list:
     for s in sections:  # extras that read another section's results (maps: the sanity check)
         s.build = result
     return sections
-
-
-def write_claims_page(result: RunResult, page) -> None:
-    """The chapter that tests the study's claims on this build's results (:mod:`generator.claims`)."""
-    from .claims import claims_context
-
-    page("chapters/claims.md.j2", "chapters/claims.md", **claims_context(result))
 
 
 def chapter_list(result: RunResult) -> list[dict[str, str]]:
