@@ -22,14 +22,10 @@ from scipy.stats import spearmanr
 __all__ = [
     "Curves",
     "auc",
-    "bootstrap_intervals",
     "cell_order",
     "cell_relevance",
-    "decimals_to_separate",
     "faithfulness_curves",
-    "format_number",
     "pixel_order_map",
-    "rank_first_counts",
     "road_scores",
     "perturbation_curve",
     "random_baseline",
@@ -354,69 +350,3 @@ def road_scores(predict: Predict, x: torch.Tensor, maps: Sequence[np.ndarray], t
     morf, lerf = change[:, 0], change[:, 1]
     return {"morf": morf, "lerf": lerf, "combined": (lerf.mean(axis=1) - morf.mean(axis=1)) / 2,
             "forwards": forwards}
-
-
-# --------------------------------------------------------------------------- across images
-
-
-def bootstrap_intervals(values: np.ndarray, level: float = 0.95, samples: int = 2000,
-                        seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile-bootstrap interval of the mean over images, per column.
-
-    Every column is resampled with the same image indices (a paired bootstrap: methods are compared
-    on the same draws). With one image the interval is that image's value.
-
-    Args:
-        values: (images, columns).
-
-    Returns:
-        low, high: (columns,).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 2 or values.shape[0] < 1:
-        raise ValueError(f"values must be (images ≥ 1, columns), got shape {values.shape}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must lie in (0, 1), got {level}")
-    n = values.shape[0]
-    index = np.random.default_rng(seed).integers(0, n, size=(samples, n))
-    means = values[index].mean(axis=1)  # samples, columns
-    tail = (1 - level) / 2
-    return np.quantile(means, tail, axis=0), np.quantile(means, 1 - tail, axis=0)
-
-
-def rank_first_counts(scores: np.ndarray, higher_is_better: bool = True, eligible: np.ndarray | None = None) -> np.ndarray:
-    """Per column, the number of rows (images) on which it has the best score; tied bests all count.
-
-    Args:
-        scores: (images, methods).
-        eligible: optional (images, methods) bool; ineligible entries never rank first.
-
-    Returns:
-        (methods,) int.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    signed = scores if higher_is_better else -scores
-    if eligible is not None:
-        signed = np.where(np.asarray(eligible, dtype=bool), signed, -np.inf)
-    best = signed.max(axis=1, keepdims=True)
-    return ((signed == best) & np.isfinite(best)).sum(axis=0).astype(int)
-
-
-def decimals_to_separate(values: Sequence[float], minimum: int = 3, maximum: int = 6) -> int:
-    """The fewest decimals (≥ ``minimum``) at which values that differ at ``maximum`` decimals print apart."""
-    finite = [float(v) for v in values if v is not None and np.isfinite(v)]
-    distinct = len({round(v, maximum) + 0.0 for v in finite})
-    for d in range(minimum, maximum + 1):
-        if len({round(v, d) + 0.0 for v in finite}) == distinct:
-            return d
-    return maximum
-
-
-def format_number(value: float | None, decimals: int = 3) -> str:
-    """The one number format of the faithfulness tables: fixed decimals, never "-0" (e.g. "-0.000" → "0.000")."""
-    if value is None or not np.isfinite(value):
-        return "n/a"
-    text = f"{float(value):.{decimals}f}"
-    if text.startswith("-") and float(text) == 0:
-        text = text[1:]
-    return text

@@ -25,8 +25,9 @@ from generator.inputs import ModelInput
 from generator.loaded_model import LoadedModel
 from generator.methods import attribution, cam, lrp
 from generator.methods.registered import LIBRARY_METHODS, slic_segments
-from generator.metrics import (bootstrap_intervals, decimals_to_separate, faithfulness_curves, format_number,
-                               perturbation_curve, pixel_order_map, rank_first_counts, road_scores)
+from generator.bootstrap import bootstrap_intervals, rank_first_counts
+from generator.metrics import faithfulness_curves, perturbation_curve, pixel_order_map, road_scores
+from generator.render.text import decimals_to_separate, format_number
 from generator.relevance import RelevanceStore, map_specs, registered_methods
 from generator.settings import ModelConfig
 

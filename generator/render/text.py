@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 #: Significant digits when nothing needs separating.
 DEFAULT_DIGITS = 3
@@ -126,3 +126,23 @@ def label_matches(known: str, class_name: str, class_index: int | None = None) -
 
 def _label_key(text: str) -> str:
     return re.sub(r"[^0-9a-z]+", "-", unicodedata.normalize("NFKD", str(text)).casefold()).strip("-")
+
+
+def decimals_to_separate(values: Sequence[float], minimum: int = 3, maximum: int = 6) -> int:
+    """The fewest decimals (≥ ``minimum``) at which values that differ at ``maximum`` decimals print apart."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    distinct = len({round(v, maximum) + 0.0 for v in finite})
+    for d in range(minimum, maximum + 1):
+        if len({round(v, d) + 0.0 for v in finite}) == distinct:
+            return d
+    return maximum
+
+
+def format_number(value: float | None, decimals: int = 3) -> str:
+    """The one number format of the faithfulness tables: fixed decimals, never "-0" (e.g. "-0.000" → "0.000")."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    text = f"{float(value):.{decimals}f}"
+    if text.startswith("-") and float(text) == 0:
+        text = text[1:]
+    return text

@@ -185,7 +185,7 @@ class FaithfulnessSection(Section):
 
     def page_extras(self, results) -> dict:
         """Per model on one image: every method's scores, in one number format."""
-        from ..metrics import decimals_to_separate, format_number
+        from ..render.text import decimals_to_separate, format_number
 
         tables, notes = {}, {}
         for r in results:
@@ -221,7 +221,8 @@ class FaithfulnessSection(Section):
 
     def chapter_extras(self, results) -> dict:
         """Per model: every method over every image: means with bootstrap intervals, rank-first counts, flags."""
-        from ..metrics import bootstrap_intervals, decimals_to_separate, format_number, rank_first_counts
+        from ..bootstrap import bootstrap_intervals, rank_first_counts
+        from ..render.text import decimals_to_separate, format_number
 
         by_model: dict[str, list] = {}
         for r in results:
@@ -303,7 +304,7 @@ class FaithfulnessSection(Section):
 
 def lrp_note(note: dict, decimals: int) -> str:
     """LRP's conservation on one image, in words: input relevance + sources' share = logit."""
-    from ..metrics import format_number
+    from ..render.text import format_number
 
     share = note["sources"] / note["logit"] if note["logit"] else float("nan")
     return (f"{note['method']}: input relevance {format_number(note['input'], decimals)} + biases' and embeddings' "
