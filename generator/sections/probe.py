@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -95,6 +95,13 @@ class ProbeSection(Section):
                                      + (f"; get it from {hint}" if hint else "; put an ImageFolder tree there"))
             self._splits[name] = discover_dataset(root, self.settings.split_seed)
         return self._splits[name]
+
+    def params(self) -> dict[str, Any]:
+        values = super().params()
+        # where the datasets lie is not what they hold (unit_params hashes their files): a moved or
+        # copied project keeps its cached probes
+        values.pop("data_root", None)
+        return values
 
     def unit_params(self, unit: str) -> dict:
         splits = self.splits(unit)
