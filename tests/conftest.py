@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json  # JSON numbers, booleans and lists of them are TOML values too
 import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,12 +39,50 @@ def write_synthetic_images(folder: Path, count: int = 2, size: int = 40, seed: i
     return paths
 
 
-def tiny_config_text(images: Path, out: Path, extra: str = "") -> str:
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+
+
+def colour_tree(root: Path, per_class: int = 20, seed: int = 0, classes=COLOURS) -> Path:
+    """A class-folder dataset that a linear probe separates: noisy 16×16 patches of one colour a class."""
+    rng = np.random.default_rng(seed)
+    for name, colour in classes.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            img = np.clip(np.array(colour) + rng.integers(-30, 30, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(img).save(root / name / f"{i}.png")
+    return root
+
+
+#: The library methods at the smallest work that still runs every code path (their numbers are checked
+#: against the libraries in test_methods.py); Score-CAM (one forward per channel) is checked there alone.
+CHEAP_METHODS: dict[str, dict] = {
+    "lime": {"num_samples": 40},
+    "kernel-shap": {"n_samples": 12},
+    "integrated-gradients": {"n_steps": 3},
+    "smoothgrad": {"nt_samples": 2},
+    "occlusion": {"window": [14, 14]},
+    "score-cam": {"enabled": False},
+}
+
+
+#: The tiny configs' default tables: the cheap methods, probe and faithfulness off. A table that
+#: ``extra`` names replaces its default.
+TINY_DEFAULT_TABLES = {
+    "[sections.probe]": "enabled = false",
+    "[sections.faithfulness]": "enabled = false",
+    **{f"[methods.{name}]": "\n".join(f"{k} = {json.dumps(v)}" for k, v in table.items())
+       for name, table in CHEAP_METHODS.items()},
+}
+
+
+def tiny_config_text(images: Path | str, out: Path | str, extra: str = "") -> str:
+    """A 2-model (random weights) config; ``images`` and ``out`` may be relative to the config file."""
+    defaults = "\n".join(f"{header}\n{body}" for header, body in TINY_DEFAULT_TABLES.items() if header not in extra)
     return f"""
 title = "Tiny gallery"
 images = "{images}"
-output = "{out / 'build'}"
-site_dir = "{out / 'site'}"
+output = "{Path(out) / 'build'}"
+site_dir = "{Path(out) / 'site'}"
 
 [[models]]
 name = "Tiny ViT"
@@ -54,16 +99,109 @@ num_samples = 60
 segmentation = "slic"
 segmentation_params = {{ n_segments = 12 }}
 {extra}
-{'' if '[sections.probe]' in extra else '[sections.probe]' + chr(10) + 'enabled = false'}
-{'' if '[sections.faithfulness]' in extra else '[sections.faithfulness]' + chr(10) + 'enabled = false'}
+{defaults}
 """
 
 
 @pytest.fixture
 def tiny_gallery(tmp_path: Path) -> Path:
-    """A config file for a 2-image, 2-model (random weights) gallery under tmp_path."""
+    """A config file for a 2-image, 2-model (random weights) gallery under tmp_path, not built."""
     images = tmp_path / "images"
     write_synthetic_images(images)
     config = tmp_path / "gallery.toml"
     config.write_text(tiny_config_text(images, tmp_path), encoding="utf-8")
     return config
+
+
+#: Hostile class names for the shared gallery's ViT: markup, an ampersand, a slash.
+HOSTILE_LABELS = [f"<b>x&y</b> {i}" for i in range(10)]
+HOSTILE_IMAGE = "<b>x&y<|b>.png"  # '/' cannot be in a POSIX file name
+
+#: Every section on, each at its smallest: faithfulness on a 4×4 grid, the probe on a 3-class folder of
+#: 8 images a class and on a dataset that is not there (its jobs are skipped, with where to get it).
+SHARED_EXTRA = """
+[sections.faithfulness]
+grid = 4
+step = 4
+random_seeds = [0]
+randomise_blocks = 1
+road_percentiles = [50]
+
+[sections.probe]
+epochs = 2
+data_root = "data"
+datasets = { colours = "colours", eurosat = "missing/EuroSAT" }
+
+[sections.stats]
+bootstrap_samples = 200
+"""
+
+
+def write_shared_gallery(root: Path) -> Path:
+    """The shared tiny gallery's inputs under ``root`` (paths in the config are relative to it):
+    two synthetic images, one with a hostile name, variants for one, a labels.csv, hostile class names."""
+    images = root / "images"
+    write_synthetic_images(images)
+    Image.fromarray(np.full((30, 30, 3), 200, np.uint8)).save(images / HOSTILE_IMAGE)
+    (images / "labels.csv").write_text("file,label\nsynthetic 0.png,class 3\n", encoding="utf-8")
+    (images / "synthetic 0.png.variants.toml").write_text(
+        '[[variant]]\nname = "Moved"\nedit = [{ op = "move", box = [0, 0, 20, 20], to = [20, 20] }]\n',
+        encoding="utf-8")
+    colour_tree(root / "data" / "colours", per_class=8)
+    labels = ", ".join(f'"{name}"' for name in HOSTILE_LABELS)
+    text = tiny_config_text("images", ".", SHARED_EXTRA).replace(
+        'weights = "random:0"', f'weights = "random:0"\nlabels = [{labels}]', 1)
+    config = root / "gallery.toml"
+    config.write_text(text, encoding="utf-8")
+    return config
+
+
+@dataclass(frozen=True)
+class BuiltGallery:
+    """A gallery built through the CLI (site included): its config and what the build printed."""
+
+    config: Path
+    stdout: str
+
+    @property
+    def root(self) -> Path:
+        return self.config.parent
+
+
+@pytest.fixture(scope="session")
+def built_gallery(tmp_path_factory) -> Iterator[BuiltGallery]:
+    """The shared tiny gallery, built once per session with every section on. Read it, never change it:
+    tests that change a gallery take ``gallery_copy``."""
+    reuse = os.environ.get("VIT_GALLERY_SHARED_GALLERY")  # while working on tests: a root this fixture built
+    if reuse:
+        root = tmp_path_factory.mktemp("shared-gallery")
+        shutil.copytree(reuse, root, dirs_exist_ok=True)
+        config, proc = root / "gallery.toml", subprocess.run(
+            [sys.executable, "-m", "generator", "build", "--config", str(root / "gallery.toml"), "--quiet"],
+            capture_output=True, text=True, timeout=900)
+    else:
+        root = tmp_path_factory.mktemp("shared-gallery")
+        config = write_shared_gallery(root)
+        proc = subprocess.run([sys.executable, "-m", "generator", "build", "--config", str(config), "--quiet"],
+                              capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    before = _tree_digest(root)
+    yield BuiltGallery(config, proc.stdout)
+    assert _tree_digest(root) == before, "a test changed the shared gallery: take gallery_copy to change one"
+
+
+def _tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def gallery_copy(built_gallery: BuiltGallery, tmp_path: Path) -> Path:
+    """A private, writable copy of the shared gallery (inputs, cache, figures, pages, site); its config.
+    Rebuilt with nothing changed, it recomputes and redraws nothing."""
+    root = tmp_path / "gallery"
+    shutil.copytree(built_gallery.root, root, symlinks=True)
+    return root / "gallery.toml"

@@ -1,47 +1,78 @@
-"""What a build must produce, derived from its config and the section registry.
+"""What a build of the tiny configs must produce, written out by hand from the README.
 
-A job is ``(section name, model name, image slug)``. A build runs one job per enabled section ×
-model whose family the section explains × image the section applies to, and one per section ×
-model × unit (a dataset) for sections that do not run per image. Counting from here keeps the
-tests right when a section is added, and a missing job still fails them.
+A job is ``(section name, model name, image slug or unit)``. The tables below are this test
+suite's own statement of which section explains which model, and which run per image: they do
+not come from the section registry or the planner, so a planner that drops or invents a job fails
+the tests. A section added to the registry without a row here fails ``check_tables_cover``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import tomllib
 from pathlib import Path
 
-from generator.config import load_config
-from generator.images import scan_images, slugify
-from generator.sections import SECTIONS
+#: Section → the tiny models it explains (the README's family table: heads and rollout need a
+#: ViT's class-token attention, swin needs windows; the rest explain every model).
+SECTION_MODELS: dict[str, set[str]] = {
+    "heads": {"Tiny ViT"},
+    "rollout": {"Tiny ViT"},
+    "swin": {"Tiny Swin"},
+    "lime": {"Tiny ViT", "Tiny Swin"},
+    "maps": {"Tiny ViT", "Tiny Swin"},
+    "perturb": {"Tiny ViT", "Tiny Swin"},
+    "faithfulness": {"Tiny ViT", "Tiny Swin"},
+    "explorer": {"Tiny ViT", "Tiny Swin"},
+    "stats": {"Tiny ViT", "Tiny Swin"},
+    "probe": {"Tiny ViT", "Tiny Swin"},
+}
 
-#: Model name → family for the two models of ``conftest.tiny_config_text``.
-TINY_FAMILIES: Mapping[str, str] = {"Tiny ViT": "vit", "Tiny Swin": "swin"}
+#: Model name → family for the two tiny models.
+TINY_FAMILIES = {"Tiny ViT": "vit", "Tiny Swin": "swin"}
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+
+#: The slugs of the test images, by hand: lower case, every run of other characters one hyphen.
+SLUGS = {"synthetic 0.png": "synthetic-0", "synthetic 1.png": "synthetic-1", "synthetic 2.png": "synthetic-2",
+         "<b>x&y<|b>.png": "b-x-y-b"}
 
 Job = tuple[str, str, str]
 
 
-def expected_jobs(config: Path, families: Mapping[str, str] = TINY_FAMILIES, only: str | None = None) -> set[Job]:
+def check_tables_cover(section_names: list[str]) -> None:
+    """Fail when the registry has a section this file does not describe (or the other way round)."""
+    assert set(section_names) == set(SECTION_MODELS), (sorted(section_names), sorted(SECTION_MODELS))
+
+
+def expected_jobs(config: Path, only: str | None = None) -> set[Job]:
     """Every job a build of ``config`` runs when nothing fails.
 
     ``only`` names the one section a per-section command (``vit-gallery heads``) runs, whatever
-    its ``enabled`` setting.
+    its ``enabled`` setting. Per image: every image file of the folder (perturb: those with a
+    ``<name>.variants.toml``). Units: stats has one, ``image-set``; the probe one per dataset whose
+    folder is under ``data_root``.
     """
-    cfg = load_config(config)
-    images, _ = scan_images(cfg.images)
+    table = tomllib.loads(config.read_text(encoding="utf-8"))
+    root = config.parent
+    images = sorted(p.name for p in (root / table["images"]).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    models = [m["name"] for m in table["models"]]
+    sections = table.get("sections", {})
     jobs: set[Job] = set()
-    for cls in SECTIONS:
-        section = cls(cfg)
-        runs = section.name == only if only is not None else section.enabled()
-        if not runs:
+    for name, explains in SECTION_MODELS.items():
+        settings = sections.get(name, {})
+        if (name != only) if only is not None else not settings.get("enabled", True):
             continue
-        models = [m.name for m in cfg.models if families[m.name] in section.families]
-        if section.per_image:
-            targets = [image.slug for image in images if section.applies_to_image(image)]
+        if name == "stats":
+            targets = ["image-set"]
+        elif name == "probe":
+            data_root = root / settings.get("data_root", ".")
+            targets = [unit for unit, where in settings.get("datasets", {}).items() if (data_root / where).is_dir()]
+        elif name == "perturb":
+            folder = root / table["images"]
+            targets = [SLUGS[i] for i in images if (folder / f"{i}.variants.toml").is_file()]
         else:
-            targets = [slugify(unit) or "unit" for unit in section.units()]
-        jobs |= {(section.name, model, target) for model in models for target in targets}
+            targets = [SLUGS[i] for i in images]
+        jobs |= {(name, model, target) for model in models if model in explains for target in targets}
     return jobs
 
 

@@ -21,7 +21,7 @@ keeps only wrong rows, and on an image page that the lightbox shows the caption 
 side-by-side button shows every model of a tab set at once. The figure list's filters are checked
 on the figure list.
 
-By default it builds a tiny gallery (random weights). Point it at any built site with
+By default it reads the shared tiny gallery (conftest.built_gallery: random weights). Point it at any built site with
 ``VIT_GALLERY_SITE=<site dir>`` and ``VIT_GALLERY_DOCS=<output>/docs`` (the Markdown sources): that is
 how the default gallery and the study's configuration are checked. Counts go to
 ``tests/artifacts/browser-<mode>.json``.
@@ -34,8 +34,6 @@ import http.server
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -66,24 +64,14 @@ def require_chromium() -> None:
 
 
 @pytest.fixture(scope="module")
-def built_site(tmp_path_factory):
-    """(site dir, docs dir): an existing build named by the environment, or a tiny gallery built here."""
+def built_site(request):
+    """(site dir, docs dir): an existing build named by the environment, or the shared tiny gallery."""
     require_chromium()
     if os.environ.get("VIT_GALLERY_SITE"):
         site = Path(os.environ["VIT_GALLERY_SITE"]).resolve()
         docs = Path(os.environ.get("VIT_GALLERY_DOCS", site.parent / "build" / "docs")).resolve()
         return site, docs
-    from .conftest import tiny_config_text, write_synthetic_images
-
-    root = tmp_path_factory.mktemp("browser")
-    write_synthetic_images(root / "images", count=2)
-    (root / "images" / "labels.csv").write_text("file,label\nsynthetic 0.png,class 3\n", encoding="utf-8")
-    config = root / "gallery.toml"
-    config.write_text(tiny_config_text(root / "images", root), encoding="utf-8")
-    proc = subprocess.run([sys.executable, "-m", "generator", "build", "--config", str(config), "--quiet"],
-                          capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    cfg = load_config(config)
+    cfg = load_config(request.getfixturevalue("built_gallery").config)
     return cfg.site_dir, cfg.output / "docs"
 
 

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 
+from .conftest import COLOURS, colour_tree  # noqa: F401  (used by other tests too)
 from generator.finetune import (
     DatasetError,
     ProbeSettings,
@@ -20,19 +21,6 @@ from generator.finetune import (
     train_probe_on_features,
     train_probe_plain,
 )
-
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
-
-
-def colour_tree(root: Path, per_class: int = 20, seed: int = 0, classes=COLOURS) -> Path:
-    rng = np.random.default_rng(seed)
-    for name, colour in classes.items():
-        (root / name).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            img = np.clip(np.array(colour) + rng.integers(-30, 30, (16, 16, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(img).save(root / name / f"{i}.png")
-    return root
-
 
 @pytest.fixture(scope="module")
 def model():

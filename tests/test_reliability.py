@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from generator.config import load_config
 from generator.images import scan_images, unique_slugs
 
 from .conftest import tiny_config_text, write_synthetic_images
-from .expected import expected_jobs, of_section, summary, written_jobs
+from .expected import SECTION_MODELS, expected_jobs, of_section, summary, written_jobs
 
 
 def write_bad_and_odd_images(folder: Path) -> dict[str, str]:
@@ -102,26 +103,43 @@ def build(config: Path, *args, **kwargs) -> subprocess.CompletedProcess:
                            *args], capture_output=True, text=True, timeout=900, **kwargs)
 
 
-def data_outputs(config: Path) -> dict[str, bytes]:
+def data_outputs(config: Path, sections: set[str] | None = None) -> dict[str, bytes]:
     docs = load_config(config).output / "docs" / "data"
-    return {p.relative_to(docs).as_posix(): p.read_bytes() for p in sorted(docs.rglob("*.json"))}
+    return {p.relative_to(docs).as_posix(): p.read_bytes() for p in sorted(docs.rglob("*.json"))
+            if sections is None or p.relative_to(docs).parts[0] in sections}
 
 
-def test_kill_and_resume_gives_identical_outputs(tmp_path):
-    images = tmp_path / "images"
-    write_synthetic_images(images, count=3)
-    reference = tmp_path / "ref.toml"
-    reference.write_text(tiny_config_text(images, tmp_path / "ref"))
-    assert build(reference).returncode == 0
-    expected = data_outputs(reference)
-    jobs = expected_jobs(reference)
-    assert written_jobs(load_config(reference).output / "docs") == jobs
+#: The shared gallery's costly sections, off where a test recomputes from nothing.
+COSTLY = ("maps", "faithfulness", "probe")
+
+
+def disable_sections(config: Path, names) -> None:
+    """Turn sections off in ``config``, in their own table where it has one."""
+    text = config.read_text()
+    for name in names:
+        header = f"[sections.{name}]\n"
+        text = text.replace(header, f"{header}enabled = false\n") if header in text else f"{text}\n{header}enabled = false\n"
+    config.write_text(text)
+
+
+def without_costly_sections(config: Path) -> set[str]:
+    """Turn the costly sections off in ``config`` (a copy of the shared gallery) and drop its outputs,
+    so that it is built from nothing; return the sections that stay on."""
+    disable_sections(config, COSTLY)
+    for folder in ("build", "site"):
+        shutil.rmtree(config.parent / folder)
+    return {job[0] for job in expected_jobs(config)}
+
+
+def test_kill_and_resume_gives_identical_outputs(built_gallery, gallery_copy):
+    """A build killed mid-run and resumed writes the same data, byte for byte, as the shared gallery's
+    uninterrupted build."""
+    sections = without_costly_sections(gallery_copy)
+    jobs = expected_jobs(gallery_copy)
+    expected = data_outputs(built_gallery.config, sections)
     assert len(expected) == len(jobs)  # one data file per job
-
-    config = tmp_path / "killed.toml"
-    config.write_text(tiny_config_text(images, tmp_path / "killed"))
-    cache_root = load_config(config).output / "cache"
-    proc = subprocess.Popen([sys.executable, "-m", "generator", "build", "--config", str(config), "--quiet",
+    cache_root = load_config(gallery_copy).output / "cache"
+    proc = subprocess.Popen([sys.executable, "-m", "generator", "build", "--config", str(gallery_copy), "--quiet",
                              "--no-site"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and len(list(cache_root.rglob("ok"))) < 4:  # mid-run: a few results done
@@ -132,30 +150,31 @@ def test_kill_and_resume_gives_identical_outputs(tmp_path):
     done_before = sum(json.loads((ok.parent / "meta.json").read_text())["section"] != "relevance"
                       for ok in cache_root.rglob("ok"))
     assert 0 < done_before < len(jobs), "the kill should land mid-run"
-    resumed = build(config)
+    resumed = build(gallery_copy)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert data_outputs(config) == expected
+    assert written_jobs(load_config(gallery_copy).output / "docs") == jobs
+    assert data_outputs(gallery_copy) == expected
     assert summary(jobs, cached=done_before) in resumed.stdout  # every result stamped before the kill is reused
 
 
-def test_determinism_and_cache_hits(tmp_path):
-    images = tmp_path / "images"
-    write_synthetic_images(images, count=2)
-    a, b = tmp_path / "a.toml", tmp_path / "b.toml"
-    a.write_text(tiny_config_text(images, tmp_path / "a"))
-    b.write_text(tiny_config_text(images, tmp_path / "b"))
-    assert build(a).returncode == 0
-    assert build(b, "--no-cache").returncode == 0
-    assert data_outputs(a) == data_outputs(b)
-    jobs = expected_jobs(a)
-    assert written_jobs(load_config(a).output / "docs") == jobs
-    again = build(a)
-    assert summary(jobs, cached=len(jobs)) in again.stdout
+def test_determinism_and_cache_hits(built_gallery, gallery_copy):
+    jobs = expected_jobs(gallery_copy)
+    again = build(gallery_copy)
+    assert again.returncode == 0 and summary(jobs, cached=len(jobs)) in again.stdout
     # changing one parameter recomputes only the section that depends on it
-    a.write_text(tiny_config_text(images, tmp_path / "a", "[sections.heads]\nscale = \"panel\"\n"))
-    changed = build(a)
+    gallery_copy.write_text(gallery_copy.read_text() + "\n[sections.heads]\nscale = \"panel\"\n")
+    changed = build(gallery_copy)
     assert of_section(jobs, "heads")
     assert summary(jobs, cached=len(jobs) - len(of_section(jobs, "heads"))) in changed.stdout
+    # --no-cache computes everything again and writes the same data (heads and swin: the cheap ones)
+    gallery_copy.write_text(gallery_copy.read_text().replace('scale = "panel"', 'scale = "row"'))
+    disable_sections(gallery_copy, [name for name in SECTION_MODELS if name not in ("heads", "swin")])
+    for name in ("heads", "swin"):
+        shutil.rmtree(load_config(gallery_copy).output / "docs" / "data" / name)
+    fresh = build(gallery_copy, "--no-cache")
+    small = {job for job in jobs if job[0] in ("heads", "swin")}
+    assert fresh.returncode == 0 and summary(small, cached=0) in fresh.stdout
+    assert data_outputs(gallery_copy, {"heads", "swin"}) == data_outputs(built_gallery.config, {"heads", "swin"})
 
 
 def test_outputs_cannot_escape_the_output_folder(tmp_path):
@@ -191,6 +210,7 @@ def test_symlinked_images_are_not_followed(tmp_path):
 def test_build_with_local_models_makes_no_network_call(tiny_gallery, monkeypatch):
     from generator.runner import run
 
+    disable_sections(tiny_gallery, ["lime", "maps", "explorer", "stats", "perturb", "rollout"])
     attempts = []
     real_connect = socket.socket.connect
 
@@ -205,24 +225,21 @@ def test_build_with_local_models_makes_no_network_call(tiny_gallery, monkeypatch
     result = run(load_config(tiny_gallery), progress=False, log=lambda m: None)
     assert result.ok
     assert sorted((r.section, r.model, r.image) for r in result.results) == sorted(expected_jobs(tiny_gallery))
+    assert {r.model for r in result.results} == {"Tiny ViT", "Tiny Swin"}  # both models were loaded
     assert attempts == []
 
 
-def test_fail_fast_stops_at_first_failure(tiny_gallery):
-    (tiny_gallery.parent / "images" / "a-broken.png").write_bytes(b"nope")
-    proc = build(tiny_gallery, "--fail-fast")
+def test_fail_fast_stops_at_first_failure(gallery_copy):
+    (gallery_copy.parent / "images" / "a-broken.png").write_bytes(b"nope")
+    proc = build(gallery_copy, "--fail-fast")
     assert proc.returncode == 1
     assert "stopped at the first failure" in proc.stderr
 
 
-def test_jobs_setting_does_not_change_outputs(tmp_path):
-    images = tmp_path / "images"
-    write_synthetic_images(images, count=2)
-    one, two = tmp_path / "one.toml", tmp_path / "two.toml"
-    one.write_text(tiny_config_text(images, tmp_path / "one"))
-    two.write_text(tiny_config_text(images, tmp_path / "two"))
-    assert build(one, "--jobs", "1").returncode == 0
-    proc = build(two, "--jobs", "2")
+def test_jobs_setting_does_not_change_outputs(built_gallery, gallery_copy):
+    """The shared gallery drew its figures in this process (--jobs 1); the copy draws them again in two."""
+    shutil.rmtree(load_config(gallery_copy).output / "docs" / "figures")
+    proc = build(gallery_copy, "--jobs", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
     def outputs(config):
@@ -230,14 +247,13 @@ def test_jobs_setting_does_not_change_outputs(tmp_path):
         return {p.relative_to(docs).as_posix(): p.read_bytes()
                 for p in sorted(docs.rglob("*")) if p.is_file() and p.suffix in {".json", ".csv", ".png", ".pdf"}}
 
-    a, b = outputs(one), outputs(two)
-    jobs = expected_jobs(one)
-    assert written_jobs(load_config(one).output / "docs") == jobs
-    report = json.loads((load_config(one).output / "run_report.json").read_text())
+    a, b = outputs(built_gallery.config), outputs(gallery_copy)
+    jobs = expected_jobs(built_gallery.config)
+    report = json.loads((load_config(gallery_copy).output / "run_report.json").read_text())
     slug = {m["name"]: m["slug"] for m in report["models"]}
     for section, model, image in jobs:  # each job drew its figures: figures/<section>[-<id>]/<model>/<image>.png
-        assert any(re.fullmatch(rf"figures/{section}(-[^/]+)?/{slug[model]}/{image}\.png", k) for k in a) or \
-            f"{section}/{slug[model]}/{image}/manifest.json" in a, (section, model, image)  # the explorer's files
+        assert any(re.fullmatch(rf"figures/{section}(-[^/]+)?/{slug[model]}/{image}\.png", k) for k in b) or \
+            f"{section}/{slug[model]}/{image}/manifest.json" in b, (section, model, image)  # the explorer's files
     assert a.keys() == b.keys()
     assert [k for k in a if a[k] != b[k]] == []
 
@@ -246,8 +262,7 @@ def test_run_report_lists_each_bad_file_once(tmp_path, monkeypatch):
     images = tmp_path / "images"
     expected = write_bad_and_odd_images(images)
     Image.new("RGB", (5, 4), (200, 10, 10)).save(images / "tiny.png")
-    extra = ("[sections.rollout]\nenabled = false\n[sections.swin]\nenabled = false\n"
-             "[sections.perturb]\nenabled = false\n")
+    extra = "".join(f"[sections.{name}]\nenabled = false\n" for name in ("rollout", "swin", "perturb", "maps", "explorer"))
     config = tmp_path / "c.toml"
     text = tiny_config_text(images, tmp_path, extra).replace("[sections.lime]\n", "[sections.lime]\nenabled = false\n")
     config.write_text(text)
@@ -269,13 +284,12 @@ def test_run_report_lists_each_bad_file_once(tmp_path, monkeypatch):
     assert sorted(row[3] for row in rows) == bad
 
 
-def test_unreadable_figure_stamp_means_draw_again(tiny_gallery):
-    assert build(tiny_gallery).returncode == 0
-    cache_root = load_config(tiny_gallery).output / "cache"
-    stamps = list(cache_root.rglob("figures-r*-150-*.ok"))
+def test_unreadable_figure_stamp_means_draw_again(gallery_copy):
+    cache_root = load_config(gallery_copy).output / "cache"
+    stamps = sorted(cache_root.rglob("figures-r*-150-*.ok"))
     assert stamps
     stamps[0].write_text("{ not json")
-    again = build(tiny_gallery)
+    again = build(gallery_copy)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "no failures" in again.stdout
     json.loads(stamps[0].read_text())  # the figures were drawn again and the stamp written anew
@@ -319,9 +333,8 @@ def test_every_chapter_is_written_when_every_job_of_it_failed(tmp_path, monkeypa
             assert "could not be rendered" not in page.read_text(encoding="utf-8"), page
 
 
-def test_a_page_that_cannot_render_is_reported_and_the_rest_is_kept(tmp_path, monkeypatch):
+def test_a_page_that_cannot_render_is_reported_and_the_rest_is_kept(gallery_copy, monkeypatch):
     from generator.builder import build as build_gallery
-    from generator.config import load_config
     from generator.sections.heads import HeadsSection
     from generator.sections.rollout import RolloutSection
 
@@ -333,18 +346,54 @@ def test_a_page_that_cannot_render_is_reported_and_the_rest_is_kept(tmp_path, mo
 
     monkeypatch.setattr(HeadsSection, "chapter_extras", broken_extras)
     monkeypatch.setattr(RolloutSection, "page_extras", broken_page_extras)
-    config = load_config(_tiny_all_sections(tmp_path))
+    config = load_config(gallery_copy)
     outcome = build_gallery(config, site=False)
     page_failures = [f for f in outcome.run.failures if f.stage == "page"]
-    assert {f.section for f in page_failures} == {"heads", "rollout"}, page_failures
+    images = [i.slug for i in outcome.run.images]
+    # the heads chapter once; the rollout block once per image page (the rollout chapter needs page_extras too)
+    assert sorted((f.section, f.image or "") for f in page_failures) == sorted(
+        [("heads", ""), ("rollout", "")] + [("rollout", slug) for slug in images]), page_failures
     assert any("planted <b>template</b> failure" in f.error for f in page_failures)
     docs = outcome.run.docs_dir
     heads_chapter = (docs / "chapters" / f"{HeadsSection(config).chapter[0]}.md").read_text(encoding="utf-8")
     assert "could not be rendered" in heads_chapter and "<b>" not in heads_chapter  # escaped
-    image_page = next((docs / "images").glob("*.md")).read_text(encoding="utf-8")
-    assert "Head attention" in image_page or "heads" in image_page.lower()  # the other blocks are kept
+    for slug in images:  # the image pages keep every other block and lose the rollout block alone
+        image_page = (docs / "images" / f"{slug}.md").read_text(encoding="utf-8")
+        assert f"figures/heads/tiny-vit/{slug}.png" in image_page
+        assert f"figures/lime/tiny-swin/{slug}.png" in image_page
+        assert f"figures/rollout/tiny-vit/{slug}.png" not in image_page
     report = json.loads((config.output / "run_report.json").read_text(encoding="utf-8"))
     assert sum(f["stage"] == "page" for f in report["failures"]) == len(page_failures)
     assert outcome.exit_code == 1
     run_report_page = (docs / "run-report.md").read_text(encoding="utf-8")
     assert "planted page" in run_report_page
+
+
+FRONT_PAGES = {"index.md.j2": "index.md", "chapters/claims.md.j2": "chapters/claims.md",
+               "reproducibility.md.j2": "reproducibility.md", "figure-list.md.j2": "figure-list.md",
+               "run-report.md.j2": "run-report.md"}
+
+
+def test_front_pages_that_cannot_render_are_reported_and_the_rest_is_kept(gallery_copy, tmp_path, monkeypatch):
+    """Each of the front pages' templates fails: each is a page failure of its own, says so, and every
+    other page (the other front pages, the chapters, the image pages) is still written."""
+    import generator.resources
+    from generator.builder import build as build_gallery
+
+    templates = tmp_path / "templates"
+    shutil.copytree(generator.resources.templates_dir(), templates)
+    for template in FRONT_PAGES:
+        (templates / template).write_text("# Planted\n\n{{ planted_undefined_value.field }}\n", encoding="utf-8")
+    monkeypatch.setattr(generator.resources, "templates_dir", lambda: templates)
+    config = load_config(gallery_copy)
+    outcome = build_gallery(config, site=False)
+    docs = outcome.run.docs_dir
+    failed = sorted(f.error.split(":")[0] for f in outcome.run.failures if f.stage == "page")
+    assert failed == sorted(FRONT_PAGES.values())
+    for target in FRONT_PAGES.values():
+        text = (docs / target).read_text(encoding="utf-8")
+        assert "could not be rendered" in text and "UndefinedError" in text, target
+    for slug in (i.slug for i in outcome.run.images):
+        assert "could not be rendered" not in (docs / "images" / f"{slug}.md").read_text(encoding="utf-8")
+    assert (docs / "chapters" / "attention.md").is_file() and (docs / "chapters" / "obtaining.md").is_file()
+    assert outcome.exit_code == 1
