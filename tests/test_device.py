@@ -1,6 +1,7 @@
 """The device path, checked on the CPU: every section runs its model on ``model.device`` (an explicit
-torch device here), hands every tensor to the model on that device, and returns arrays, not tensors;
-the batch rule gives accelerators their batch. (`bench/gpu_check.py` compares CPU and CUDA on a GPU.)"""
+torch device here) and returns arrays, not tensors; the batch rule gives accelerators their batch.
+Whether every tensor reaches the model on its device can only fail on an accelerator: `bench/gpu_check.py`
+runs every section on CUDA and compares it with the CPU."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from generator.plan import compute_job
 from generator.relevance import RelevanceStore
 from generator.sections import SECTIONS
 
-from .conftest import ROOT, write_synthetic_images
+from .conftest import CHEAP_METHODS, ROOT, write_synthetic_images
 
 
 def test_auto_batch_rule_for_accelerators():
@@ -42,18 +43,16 @@ def test_every_section_feeds_the_model_on_its_device(arch, tmp_path: Path):
         "sections": {"lime": {"num_samples": 40, "segmentation": "slic", "segmentation_params": {"n_segments": 8}},
                      "probe": {"enabled": False},
                      "faithfulness": {"grid": 4, "step": 4, "random_seeds": [0], "randomise_blocks": 0}},
-        "methods": {"lime": {"enabled": False}},
+        "methods": {**CHEAP_METHODS, "lime": {"enabled": False}},
     })
     device = torch.device("cpu")
     model = load_model(config.models[0], device)
     assert model.device == device and next(model.module.parameters()).device == device
     seen: list[str] = []
 
-    def check(module, args, kwargs):
-        for value in [*args, *kwargs.values()]:
-            if isinstance(value, torch.Tensor):
-                assert value.device == model.device, f"{type(module).__name__} got a tensor on {value.device}"
-                seen.append(type(module).__name__)
+    def check(module, args, kwargs):  # on the CPU every tensor is on the model's device: count passes only
+        if any(isinstance(value, torch.Tensor) for value in [*args, *kwargs.values()]):
+            seen.append(type(module).__name__)
 
     handle = torch.nn.modules.module.register_module_forward_pre_hook(lambda m, a: check(m, a, {}))
     try:

@@ -88,7 +88,24 @@ def read_block(folder: Path, manifest: dict, b: int) -> np.ndarray:
 
 
 def stored_maxima(attn: np.ndarray) -> np.ndarray:
-    return quantise_rows(attn)[1].astype(np.float64)
+    """Each row's maximum rounded up to the next float16, by a plain loop (the scheme's stated rule)."""
+    rows = np.asarray(attn, dtype=np.float64)
+    flat = rows.reshape(-1, rows.shape[-1])
+    out = np.empty(len(flat))
+    for i, row in enumerate(flat):
+        m = float(row.max())
+        f = np.float16(m)
+        if float(f) < m:
+            f = np.nextafter(f, np.float16(np.inf))
+        out[i] = float(f)
+    return out.reshape(rows.shape[:-1])
+
+
+def test_stored_maxima_follow_the_rule_by_hand():
+    rows = np.array([[0.0, 0.1, 0.3], [1e-4, 0.0, 0.0], [0.0, 0.0, 0.0]])
+    # 0.3 lies between the float16 neighbours 0.2998 and 0.3000: the stored maximum is never below it
+    assert np.array_equal(quantise_rows(rows)[1].astype(np.float64), stored_maxima(rows))
+    assert np.all(stored_maxima(rows) >= rows.max(axis=-1)) and stored_maxima(rows)[2] == 0.0
 
 
 @pytest.fixture(scope="module")
@@ -312,10 +329,17 @@ def test_write_explorer_files_placeholder_template_and_assets(tmp_path, captured
     assert re.search(r'=== "ViT &(lt|#60);x&(gt|#62);"', text) and "<x>" not in text
     assert f'<div class="vit-explorer" data-manifest="{page.manifest}" data-key="{page.key}"' in text
 
-    assert mkdocs_extra() == {"extra_javascript": ["assets/vit-explorer/explorer.js"],
-                              "extra_css": ["assets/vit-explorer/explorer.css"]}
     written = write_explorer_assets(tmp_path)
     assert [p.relative_to(tmp_path).as_posix() for p in written] == [f"assets/vit-explorer/{n}" for n in ASSET_FILES]
+    # every page loads what was written: the theme lists each asset (scripts as scripts, styles as styles)
+    import yaml
+
+    from generator.resources import theme_config
+
+    theme = yaml.load(theme_config().read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
+    for path in written:
+        listed = theme["extra_javascript"] if path.suffix == ".js" else theme["extra_css"]
+        assert path.relative_to(tmp_path).as_posix() in listed, path
 
 
 def test_budget_vit_b16_first_load_under_1_mb(tmp_path):

@@ -171,7 +171,11 @@ def test_swin_rollout_sums_to_one_and_batches(embedded_swin):
     one, _ = swin_rollout({k: v[1:] for k, v in attention.items()}, geometry, discard_ratio=0.0, normalize=True)
     torch.testing.assert_close(relevance[1:], one)
     default, _ = swin_rollout(attention, geometry)
-    assert torch.all(default >= 0) and default.shape == (2, 14, 14)
+    # the default discards attention (ratio > 0): a different map, computed image by image as in a batch
+    plain, _ = swin_rollout(attention, geometry, discard_ratio=0.0)
+    assert default.shape == (2, 14, 14) and not torch.allclose(default, plain)
+    alone, _ = swin_rollout({k: v[:1] for k, v in attention.items()}, geometry)
+    torch.testing.assert_close(default[:1], alone)
     assert_no_hooks(embedded_swin)
 
 
