@@ -55,15 +55,18 @@ class Scale:
     #: (arch, pixels); the two amounts of work per kind ("lime": samples, "probe": images)
     memory_model: tuple[str, int]
     memory_work: tuple[tuple[str, tuple[int, int]], ...]
-    #: side of the generated large images, px
+    #: side of the generated large images, px; the sections their builds turn off (the heads section stays on)
     large_side: int
+    large_off: tuple[str, ...]
     #: (train, val, test) items of the digits probe (None: all); probe epochs; plain-loop repeats (None: ``repeats``)
     probe_split: tuple[int, int, int] | None
     probe_epochs: int
     probe_plain_repeats: int | None
-    #: text edits to gallery.toml and its sections turned off, for every built gallery
+    #: text edits to gallery.toml, its sections turned off, and (section, "key = value") lines set, for every
+    #: built gallery
     gallery_edits: tuple[tuple[str, str], ...]
     gallery_off: tuple[str, ...]
+    gallery_set: tuple[tuple[str, str], ...]
     #: incremental: images, and cold/warm/changed rounds (None: ``repeats``)
     incremental_images: int
     incremental_repeats: int | None
@@ -79,6 +82,8 @@ class Scale:
     methods: tuple[tuple[str, str, tuple[int, int | None], dict], ...]
     #: (arch, grid, step, orders)
     faithfulness: tuple[tuple[str, int, int, int], ...]
+    #: extra config text of the executor and dataset-mode galleries (the embedded models)
+    embedded_extra: str
     #: Dask vs local: images, LIME samples, rounds (None: ``max(2, repeats // 2)``); workers vs threads:
     #: images, LIME samples
     executor_images: int
@@ -93,7 +98,8 @@ class Scale:
 
 
 _QUICK_GALLERY = dict(gallery_edits=(("num_samples = 1000", "num_samples = 100"), ("epochs = 10", "epochs = 2")),
-                      gallery_off=("probe", "faithfulness"))
+                      gallery_off=("probe", "faithfulness"), gallery_set=())
+_LARGE_OFF = ("rollout", "swin", "lime", "perturb", "probe", "faithfulness")
 
 FULL = Scale(
     name="full", repeats=None,
@@ -105,9 +111,9 @@ FULL = Scale(
     batch_repeats=None,
     # at 224 px the inputs are big enough that holding them all would show (vit_tiny: ~100 images/s here)
     memory_model=("vit_tiny_patch16_224", 224), memory_work=(("lime", (500, 4000)), ("probe", (1000, 8000))),
-    large_side=9000,
+    large_side=9000, large_off=_LARGE_OFF,
     probe_split=None, probe_epochs=10, probe_plain_repeats=None,
-    gallery_edits=(), gallery_off=(),
+    gallery_edits=(), gallery_off=(), gallery_set=(),
     incremental_images=6, incremental_repeats=None,
     scaling_images=(1, 2, 4, 8),
     stats_images=None, stats_repeats=None,
@@ -118,6 +124,7 @@ FULL = Scale(
               {"score-cam": {"enabled": False}, "integrated-gradients": {"n_steps": 16},
                "smoothgrad": {"nt_samples": 8}, "occlusion": {"window": [32, 32]}, "kernel-shap": {"n_samples": 64}})),
     faithfulness=((_VIT28, 7, 1, 21), ("vit_base_patch16_224", 14, 14, 8)),
+    embedded_extra="",
     executor_images=8, executor_lime_samples=100, executor_repeats=None, executor_heavy_images=8,
     executor_heavy_samples=1000,
     dataset_images=(100, 400, 1000), dataset_warmup=5, dataset_sample=10,
@@ -129,7 +136,7 @@ QUICK = Scale(
     lime=((_VIT28, 200),),
     batch_sizes=((_VIT28, 512, (8, 10, 16, 32, 64, 128)),), batch_repeats=3,
     memory_model=(_VIT28, 28), memory_work=(("lime", (250, 2000)), ("probe", (500, 4000))),
-    large_side=3000,
+    large_side=3000, large_off=_LARGE_OFF,
     probe_split=(200, 50, 50), probe_epochs=10, probe_plain_repeats=1,
     **_QUICK_GALLERY,
     incremental_images=2, incremental_repeats=1,
@@ -143,6 +150,7 @@ QUICK = Scale(
               {"score-cam": {"enabled": False}, "integrated-gradients": {"n_steps": 4}, "smoothgrad": {"nt_samples": 2},
                "occlusion": {"window": [112, 112]}, "kernel-shap": {"n_samples": 8}})),
     faithfulness=((_VIT28, 7, 1, 21),),
+    embedded_extra="",
     executor_images=2, executor_lime_samples=100, executor_repeats=1, executor_heavy_images=4,
     executor_heavy_samples=200,
     dataset_images=(10, 20, 40), dataset_warmup=5, dataset_sample=10,
@@ -154,11 +162,12 @@ SMOKE = Scale(
     lime=((_VIT28, 20),),
     batch_sizes=((_VIT28, 40, (8, 10)),), batch_repeats=None,  # 10: lime's default, compared to the best
     memory_model=(_VIT28, 28), memory_work=(("lime", (16, 32)), ("probe", (16, 32))),
-    large_side=256,
+    large_side=256, large_off=(*_LARGE_OFF, "maps", "stats"),
     probe_split=(20, 10, 10), probe_epochs=2, probe_plain_repeats=1,
     # builds check the bench's build paths (cache, run report, section timings), not the sections: heads and
-    # statistics only (the statistics comparison needs its section)
+    # statistics only (the statistics comparison needs its section), with the fewest bootstrap resamples
     gallery_edits=(), gallery_off=("rollout", "swin", "lime", "perturb", "maps", "probe", "faithfulness"),
+    gallery_set=(("stats", "bootstrap_samples = 100"),),
     incremental_images=2, incremental_repeats=1,  # 2: the changed-image row changes 1 of them
     scaling_images=(1, 2),
     stats_images="0-*.png", stats_repeats=1,
@@ -167,6 +176,7 @@ SMOKE = Scale(
     methods=((_VIT28, _EMBEDDED_VIT_WEIGHTS, (1, 1),
               {"integrated-gradients": {"n_steps": 2}, "smoothgrad": {"nt_samples": 2}, "kernel-shap": {"n_samples": 8}}),),
     faithfulness=((_VIT28, 7, 1, 2),),
+    embedded_extra="[sections.stats]\nbootstrap_samples = 100\n",
     executor_images=1, executor_lime_samples=20, executor_repeats=1, executor_heavy_images=1,  # 2 jobs: 1 per worker
     executor_heavy_samples=20,
     dataset_images=(2, 4), dataset_warmup=1, dataset_sample=1,
@@ -465,8 +475,7 @@ def bench_large_images(scale: Scale, workdir: Path) -> dict:
             f'site_dir = "{workdir / f"large-{count}-site"}"\n'
             f'[[models]]\nname = "ViT"\narch = "vit_fmnist_patch4_28"\n'
             f'weights = "file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors"\n'
-            + "".join(f"[sections.{s}]\nenabled = false\n"
-                      for s in ("rollout", "swin", "lime", "perturb", "probe", "faithfulness")))
+            + "".join(f"[sections.{s}]\nenabled = false\n" for s in scale.large_off))
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", _CHILD_PEAK, sys.executable, "-m", "generator", "build",
                                "--config", str(config), "--quiet", "--no-site"], capture_output=True, text=True, cwd=ROOT)
@@ -557,11 +566,17 @@ def _scaled_gallery(text: str, scale: Scale) -> str:
             raise ValueError(f"gallery.toml has no {old!r} to scale")
         text = text.replace(old, new)
     for section in scale.gallery_off:
-        if f"[sections.{section}]\n" in text:
-            text = text.replace(f"[sections.{section}]\n", f"[sections.{section}]\nenabled = false\n")
-        else:
-            text += f"\n[sections.{section}]\nenabled = false\n"
+        text = _section_line(text, section, "enabled = false")
+    for section, line in scale.gallery_set:
+        text = _section_line(text, section, line)
     return text
+
+
+def _section_line(text: str, section: str, line: str) -> str:
+    """gallery.toml's text with ``line`` first in ``[sections.<section>]`` (the table added at the end if absent)."""
+    if f"[sections.{section}]\n" in text:
+        return text.replace(f"[sections.{section}]\n", f"[sections.{section}]\n{line}\n")
+    return text + f"\n[sections.{section}]\n{line}\n"
 
 
 def _run_build(config: Path, *args: str) -> float:
@@ -654,7 +669,7 @@ def _default_gallery(workdir: Path, name: str, stats: bool, scale: Scale) -> Pat
     text = text.replace('site_dir = "site"', f'site_dir = "{workdir / name / "site"}"')
     text = _scaled_gallery(text.replace("generator/weights/", f"{ROOT}/generator/weights/"), scale)
     if not stats:
-        text += "\n[sections.stats]\nenabled = false\n"
+        text = _section_line(text, "stats", "enabled = false")
     config = workdir / f"{name}.toml"
     config.write_text(text)
     return config
@@ -990,7 +1005,7 @@ enabled = false
 [sections.faithfulness]
 enabled = false
 """
-    config = _executor_gallery(workdir, "executor", n, light)
+    config = _executor_gallery(workdir, "executor", n, light + scale.embedded_extra)
     threads = torch.get_num_threads()
     out: dict = {"name": "executors: Dask vs local", "images": n, "torch_threads": threads}
 
@@ -1039,7 +1054,7 @@ enabled = false
 [sections.faithfulness]
 enabled = false
 """
-    config = _executor_gallery(workdir, "lime-heavy", m, lime_heavy)
+    config = _executor_gallery(workdir, "lime-heavy", m, lime_heavy + scale.embedded_extra)
     shapes = {"2 workers × 1 thread": (2, 1), "1 worker × 2 threads": (1, 2)}
     rates = {}
     for label, (workers, per_worker) in shapes.items():
@@ -1104,7 +1119,7 @@ enabled = false
 enabled = false
 [sections.faithfulness]
 enabled = false
-""")
+{scale.embedded_extra}""")
         cfg = load_config(config)
         holder = {}
         wall, cpu = _measured(lambda: holder.setdefault("r", run(cfg, progress=False, log=lambda m: None)))
