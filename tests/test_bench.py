@@ -27,7 +27,7 @@ def test_smoke_lists_the_rows_of_the_larger_runs(scale):
 def test_bench_smoke_writes_valid_rows(tmp_path):
     out = tmp_path / "results.json"
     proc = subprocess.run([sys.executable, "-m", "generator.devtools.bench", "--smoke", "--out", str(out)],
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "TQDM_DISABLE": "1"})
+                          capture_output=True, text=True, timeout=1800, env={**os.environ, "TQDM_DISABLE": "1"})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     results = json.loads(out.read_text())
     smoke = bench.SMOKE
