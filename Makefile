@@ -6,7 +6,7 @@ CONFIG ?= gallery.toml
 JOBS   ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv site site-zip test serve clean clean-cache train-demo bench bench-quick figures
+.PHONY: venv site site-zip test serve clean clean-cache train-demo bench bench-quick bench-smoke figures
 
 venv: $(STAMP)
 
@@ -41,6 +41,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(PY) -m generator.devtools.bench --quick
+
+# Every group on the smallest work: checks that the bench runs (what the tests run; not measurements).
+bench-smoke: $(STAMP)
+	$(PY) -m generator.devtools.bench --smoke --out build/bench-smoke.json
 
 clean-cache: $(STAMP)
 	$(PY) -m generator clean-cache --config $(CONFIG)

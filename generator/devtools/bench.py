@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,167 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
+
+_VIT28, _SWIN28 = "vit_fmnist_patch4_28", "swin_fmnist_patch2_28"
+_EMBEDDED_VIT_WEIGHTS = f"file:{ROOT}/generator/weights/{_VIT28}.safetensors"
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How much work each benchmark group does; every group reads its sizes from here.
+
+    ``FULL`` gives the numbers in bench/README.md, ``QUICK`` the same rows on tiny models, ``SMOKE``
+    the smallest work that still runs every code path of every group (the embedded 28 px models,
+    one timed repeat, a handful of images and samples): the test suite runs it to check that the
+    bench works and writes valid rows. Smoke numbers are not measurements.
+    """
+
+    name: str
+    #: timed repeats of every row; None: the ``--repeats`` option
+    repeats: int | None
+    #: (ViT arch, Swin arch, batch)
+    capture: tuple[tuple[str, str, int], ...]
+    #: (arch, LIME samples)
+    lime: tuple[tuple[str, int], ...]
+    #: (arch, images, batch sizes); timed repeats (None: ``repeats``)
+    batch_sizes: tuple[tuple[str, int, tuple[int, ...]], ...]
+    batch_repeats: int | None
+    #: (arch, pixels); the two amounts of work per kind ("lime": samples, "probe": images)
+    memory_model: tuple[str, int]
+    memory_work: tuple[tuple[str, tuple[int, int]], ...]
+    #: side of the generated large images, px; the sections their builds turn off (the heads section stays on)
+    large_side: int
+    large_off: tuple[str, ...]
+    #: (train, val, test) items of the digits probe (None: all); probe epochs; plain-loop repeats (None: ``repeats``)
+    probe_split: tuple[int, int, int] | None
+    probe_epochs: int
+    probe_plain_repeats: int | None
+    #: text edits to gallery.toml, its sections turned off, and (section, "key = value") lines set, for every
+    #: built gallery
+    gallery_edits: tuple[tuple[str, str], ...]
+    gallery_off: tuple[str, ...]
+    gallery_set: tuple[tuple[str, str], ...]
+    #: incremental: images, and cold/warm/changed rounds (None: ``repeats``)
+    incremental_images: int
+    incremental_repeats: int | None
+    scaling_images: tuple[int, ...]
+    #: the default gallery's images for the statistics comparison (a glob in images/fashion; None: all);
+    #: its rounds (None: at most 3 of ``repeats``)
+    stats_images: str | None
+    stats_repeats: int | None
+    #: matmul side; models timed against their FLOPs
+    floor_n: int
+    floor_models: tuple[str, ...]
+    #: (arch, weights, (fewest, most) repeats, method settings)
+    methods: tuple[tuple[str, str, tuple[int, int | None], dict], ...]
+    #: (arch, grid, step, orders)
+    faithfulness: tuple[tuple[str, int, int, int], ...]
+    #: extra config text of the executor and dataset-mode galleries (the embedded models)
+    embedded_extra: str
+    #: Dask vs local: images, LIME samples, rounds (None: ``max(2, repeats // 2)``); workers vs threads:
+    #: images, LIME samples
+    executor_images: int
+    executor_lime_samples: int
+    executor_repeats: int | None
+    executor_heavy_images: int
+    executor_heavy_samples: int
+    #: dataset mode: image counts, the warm-up's count, the figures sample
+    dataset_images: tuple[int, ...]
+    dataset_warmup: int
+    dataset_sample: int
+
+
+_QUICK_GALLERY = dict(gallery_edits=(("num_samples = 1000", "num_samples = 100"), ("epochs = 10", "epochs = 2")),
+                      gallery_off=("probe", "faithfulness"), gallery_set=())
+_LARGE_OFF = ("rollout", "swin", "lime", "perturb", "probe", "faithfulness")
+
+FULL = Scale(
+    name="full", repeats=None,
+    capture=(("vit_base_patch16_224", "swin_base_patch4_window7_224", 8),),
+    lime=((_VIT28, 1000), ("vit_base_patch16_224", 100)),
+    batch_sizes=((_VIT28, 2048, (8, 10, 16, 32, 64, 128, 256, 512)), (_SWIN28, 1024, (8, 10, 16, 32, 64, 128, 256, 512)),
+                 ("vit_base_patch16_224", 64, (1, 2, 4, 8, 10, 16, 32, 64)),
+                 ("swin_base_patch4_window7_224", 64, (1, 2, 4, 8, 10, 16, 32, 64))),
+    batch_repeats=None,
+    # at 224 px the inputs are big enough that holding them all would show (vit_tiny: ~100 images/s here)
+    memory_model=("vit_tiny_patch16_224", 224), memory_work=(("lime", (500, 4000)), ("probe", (1000, 8000))),
+    large_side=9000, large_off=_LARGE_OFF,
+    probe_split=None, probe_epochs=10, probe_plain_repeats=None,
+    gallery_edits=(), gallery_off=(), gallery_set=(),
+    incremental_images=6, incremental_repeats=None,
+    scaling_images=(1, 2, 4, 8),
+    stats_images=None, stats_repeats=None,
+    floor_n=2048, floor_models=(_VIT28, _SWIN28, "vit_base_patch16_224", "swin_base_patch4_window7_224"),
+    # milliseconds per call on the embedded ViT: more repeats for a steady median
+    methods=((_VIT28, _EMBEDDED_VIT_WEIGHTS, (21, None), {}),
+             ("vit_base_patch16_224", "random:0", (1, 5),
+              {"score-cam": {"enabled": False}, "integrated-gradients": {"n_steps": 16},
+               "smoothgrad": {"nt_samples": 8}, "occlusion": {"window": [32, 32]}, "kernel-shap": {"n_samples": 64}})),
+    faithfulness=((_VIT28, 7, 1, 21), ("vit_base_patch16_224", 14, 14, 8)),
+    embedded_extra="",
+    executor_images=8, executor_lime_samples=100, executor_repeats=None, executor_heavy_images=8,
+    executor_heavy_samples=1000,
+    dataset_images=(100, 400, 1000), dataset_warmup=5, dataset_sample=10,
+)
+
+QUICK = Scale(
+    name="quick", repeats=None,
+    capture=((_VIT28, _SWIN28, 8),),
+    lime=((_VIT28, 200),),
+    batch_sizes=((_VIT28, 512, (8, 10, 16, 32, 64, 128)),), batch_repeats=3,
+    memory_model=(_VIT28, 28), memory_work=(("lime", (250, 2000)), ("probe", (500, 4000))),
+    large_side=3000, large_off=_LARGE_OFF,
+    probe_split=(200, 50, 50), probe_epochs=10, probe_plain_repeats=1,
+    **_QUICK_GALLERY,
+    incremental_images=2, incremental_repeats=1,
+    scaling_images=(1, 2),
+    stats_images="[0-2]-*.png", stats_repeats=1,
+    floor_n=1024, floor_models=(_VIT28, _SWIN28),
+    # the same rows on small work: the embedded ViT, and ViT-Ti/16 for the 224 px, 16 px patch layout
+    methods=((_VIT28, _EMBEDDED_VIT_WEIGHTS, (1, 1),
+              {"integrated-gradients": {"n_steps": 8}, "smoothgrad": {"nt_samples": 4}, "kernel-shap": {"n_samples": 40}}),
+             ("vit_tiny_patch16_224", "random:0", (1, 1),
+              {"score-cam": {"enabled": False}, "integrated-gradients": {"n_steps": 4}, "smoothgrad": {"nt_samples": 2},
+               "occlusion": {"window": [112, 112]}, "kernel-shap": {"n_samples": 8}})),
+    faithfulness=((_VIT28, 7, 1, 21),),
+    embedded_extra="",
+    executor_images=2, executor_lime_samples=100, executor_repeats=1, executor_heavy_images=4,
+    executor_heavy_samples=200,
+    dataset_images=(10, 20, 40), dataset_warmup=5, dataset_sample=10,
+)
+
+SMOKE = Scale(
+    name="smoke", repeats=1,
+    capture=((_VIT28, _SWIN28, 2),),
+    lime=((_VIT28, 20),),
+    batch_sizes=((_VIT28, 40, (8, 10)),), batch_repeats=None,  # 10: lime's default, compared to the best
+    memory_model=(_VIT28, 28), memory_work=(("lime", (16, 32)), ("probe", (16, 32))),
+    large_side=256, large_off=(*_LARGE_OFF, "maps", "stats"),
+    probe_split=(20, 10, 10), probe_epochs=2, probe_plain_repeats=1,
+    # builds check the bench's build paths (cache, run report, section timings), not the sections: heads and
+    # statistics only (the statistics comparison needs its section), with the fewest bootstrap resamples
+    gallery_edits=(), gallery_off=("rollout", "swin", "lime", "perturb", "maps", "probe", "faithfulness"),
+    gallery_set=(("stats", "bootstrap_samples = 100"),),
+    incremental_images=2, incremental_repeats=1,  # 2: the changed-image row changes 1 of them
+    scaling_images=(1, 2),
+    stats_images="0-*.png", stats_repeats=1,
+    floor_n=128, floor_models=(_VIT28, _SWIN28),
+    # every library method on the embedded ViT (default occlusion windows: its patches), fewest steps and samples
+    methods=((_VIT28, _EMBEDDED_VIT_WEIGHTS, (1, 1),
+              {"integrated-gradients": {"n_steps": 2}, "smoothgrad": {"nt_samples": 2}, "kernel-shap": {"n_samples": 8}}),),
+    faithfulness=((_VIT28, 7, 1, 2),),
+    embedded_extra="[sections.stats]\nbootstrap_samples = 100\n",
+    executor_images=1, executor_lime_samples=20, executor_repeats=1, executor_heavy_images=1,  # 2 jobs: 1 per worker
+    executor_heavy_samples=20,
+    dataset_images=(2, 4), dataset_warmup=1, dataset_sample=1,
+)
+
+SCALES = {scale.name: scale for scale in (FULL, QUICK, SMOKE)}
+
+
+def _clamp(repeats: int, bounds: tuple[int, int | None]) -> int:
+    low, high = bounds
+    return max(low, repeats if high is None else min(repeats, high))
 
 
 def timed(fn: Callable, repeats: int, warmup: int = 1) -> list[float]:
@@ -89,16 +251,14 @@ def row(name: str, ours: list[float], base: list[float], goal: str, met: bool | 
 # --------------------------------------------------------------------------- rows
 
 
-def bench_capture(quick: bool, repeats: int) -> list[dict]:
+def bench_capture(scale: Scale, repeats: int) -> list[dict]:
     import timm
 
     from ..attention import vit_attention
     from ..swin import window_attention
 
     out = []
-    cases = [("vit_fmnist_patch4_28", "swin_fmnist_patch2_28", 8)] if quick else \
-        [("vit_base_patch16_224", "swin_base_patch4_window7_224", 8)]
-    for vit_arch, swin_arch, batch in cases:
+    for vit_arch, swin_arch, batch in scale.capture:
         for arch, capture in ((vit_arch, vit_attention), (swin_arch, lambda m, x: window_attention(m, x)[:2])):
             torch.manual_seed(0)
             model = timm.create_model(arch, pretrained=False).eval()
@@ -130,7 +290,7 @@ def _lime_case(arch: str, pretrained: bool):
     return model, image, segmentation
 
 
-def bench_lime(quick: bool, repeats: int, cases: list[tuple[str, int]] | None = None) -> list[dict]:
+def bench_lime(scale: Scale, repeats: int) -> list[dict]:
     from lime import lime_image
     from lime.wrappers.scikit_image import SegmentationAlgorithm
 
@@ -139,10 +299,7 @@ def bench_lime(quick: bool, repeats: int, cases: list[tuple[str, int]] | None = 
     from ..models import forward_flops
 
     out = []
-    if cases is None:
-        cases = [("vit_fmnist_patch4_28", 200)] if quick else [("vit_fmnist_patch4_28", 1000),
-                                                               ("vit_base_patch16_224", 100)]
-    for arch, samples in cases:
+    for arch, samples in scale.lime:
         model, image, seg = _lime_case(arch, pretrained=arch.endswith("_28"))
         size = image.shape[0]
         batch = auto_batch_size(forward_flops(model, (size, size)))  # what the gallery's "auto" picks
@@ -172,7 +329,7 @@ def bench_lime(quick: bool, repeats: int, cases: list[tuple[str, int]] | None = 
     return out
 
 
-def bench_batch_sizes(quick: bool, repeats: int) -> dict:
+def bench_batch_sizes(scale: Scale, repeats: int) -> dict:
     """Forward throughput of the LIME classifier function by batch size: the measurements behind
     ``models.auto_batch_size``, and how close its pick comes to the best."""
     import timm
@@ -182,24 +339,20 @@ def bench_batch_sizes(quick: bool, repeats: int) -> dict:
     from ..models import forward_flops
 
     out = {}
-    small = (8, 10, 16, 32, 64, 128, 256, 512)
-    big = (1, 2, 4, 8, 10, 16, 32, 64)
-    cases = [("vit_fmnist_patch4_28", 512, small[:6])] if quick else [
-        ("vit_fmnist_patch4_28", 2048, small), ("swin_fmnist_patch2_28", 1024, small),
-        ("vit_base_patch16_224", 64, big), ("swin_base_patch4_window7_224", 64, big)]
-    for arch, count, batches in cases:
+    repeats = scale.batch_repeats or repeats
+    for arch, count, batches in scale.batch_sizes:
         torch.manual_seed(0)
         model = timm.create_model(arch, pretrained=False).eval()
         size = model.pretrained_cfg["input_size"][-1]
         images = np.random.default_rng(0).integers(0, 256, (count, size, size, 3), dtype=np.uint8)
         classifiers = {batch: predict_fn(model, batch) for batch in batches}
-        times = alternate({batch: (lambda f=f: f(images)) for batch, f in classifiers.items()}, 3 if quick else repeats)
+        times = alternate({batch: (lambda f=f: f(images)) for batch, f in classifiers.items()}, repeats)
         sizes = {b: {"images_per_s": count / statistics.median(t), "median_s": statistics.median(t)}
                  for b, t in times.items()}
         best = max(sizes, key=lambda b: sizes[b]["images_per_s"])
         flops = forward_flops(model, (size, size))
         auto = auto_batch_size(flops)
-        auto_rate = count / statistics.median(timed(lambda: predict_fn(model, auto)(images), 3 if quick else repeats))
+        auto_rate = count / statistics.median(timed(lambda: predict_fn(model, auto)(images), repeats))
         out[arch] = {"gflops_per_image": flops / 1e9, "by_batch": sizes, "best_batch": best, "auto_batch": auto,
                      "auto_vs_best": auto_rate / sizes[best]["images_per_s"],
                      "lime_default_10_vs_best": (sizes[10]["images_per_s"] / sizes[best]["images_per_s"]
@@ -253,15 +406,14 @@ print(json.dumps({"ready_mib": ready, "peak_mib": status("VmHWM")}))
 """
 
 
-def bench_memory(quick: bool, workdir: Path) -> dict:
+def bench_memory(scale: Scale, workdir: Path) -> dict:
     """Peak RSS of LIME and of probe feature extraction as the work grows 8×: streamed work stays flat.
 
     Each point is a fresh process; its peak is the kernel's high-water mark reset after the model is
     loaded and warm (``/proc/self/clear_refs``), so it is this work's alone (Linux only).
     """
-    # at 224 px the inputs are big enough that holding them all would show (vit_tiny: ~100 images/s here)
-    arch, pixels = ("vit_fmnist_patch4_28", 28) if quick else ("vit_tiny_patch16_224", 224)
-    cases = {"lime": (250, 2000) if quick else (500, 4000), "probe": (500, 4000) if quick else (1000, 8000)}
+    arch, pixels = scale.memory_model
+    cases = dict(scale.memory_work)
     out = {"model": arch}
     for kind, sizes in cases.items():
         points = []
@@ -298,7 +450,7 @@ print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)  # KiB → 
 """
 
 
-def bench_large_images(quick: bool, workdir: Path) -> dict:
+def bench_large_images(scale: Scale, workdir: Path) -> dict:
     """Peak RSS of a build over 1 and over 4 large images (9000×9000, under Pillow's bomb guard).
 
     Large images are decoded when needed and never all held at once, so the peak should not grow
@@ -307,7 +459,7 @@ def bench_large_images(quick: bool, workdir: Path) -> dict:
     """
     from PIL import Image
 
-    side = 3000 if quick else 9000
+    side = scale.large_side
     pattern = np.zeros((side, side, 3), np.uint8)
     pattern[::9] = 180
     points = []
@@ -323,8 +475,7 @@ def bench_large_images(quick: bool, workdir: Path) -> dict:
             f'site_dir = "{workdir / f"large-{count}-site"}"\n'
             f'[[models]]\nname = "ViT"\narch = "vit_fmnist_patch4_28"\n'
             f'weights = "file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors"\n'
-            + "".join(f"[sections.{s}]\nenabled = false\n"
-                      for s in ("rollout", "swin", "lime", "perturb", "probe", "faithfulness")))
+            + "".join(f"[sections.{s}]\nenabled = false\n" for s in scale.large_off))
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", _CHILD_PEAK, sys.executable, "-m", "generator", "build",
                                "--config", str(config), "--quiet", "--no-site"], capture_output=True, text=True, cwd=ROOT)
@@ -340,7 +491,7 @@ def bench_large_images(quick: bool, workdir: Path) -> dict:
             "points": points, "ratio_4_vs_1": ratio, "goal": "≤ 1.15×", "met": ratio <= 1.15}
 
 
-def bench_probe(quick: bool, repeats: int, workdir: Path) -> list[dict]:
+def bench_probe(scale: Scale, repeats: int, workdir: Path) -> list[dict]:
     import timm
     from timm.data import create_transform, resolve_model_data_config
 
@@ -351,10 +502,11 @@ def bench_probe(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     model = timm.create_model("vit_fmnist_patch4_28", pretrained=True).eval()
     root = materialise_builtin("sklearn:digits", workdir / "digits")
     splits = discover_dataset(root)
-    if quick:
-        splits.train, splits.val, splits.test = splits.train[:200], splits.val[:50], splits.test[:50]
+    if scale.probe_split is not None:
+        n_train, n_val, n_test = scale.probe_split
+        splits.train, splits.val, splits.test = splits.train[:n_train], splits.val[:n_val], splits.test[:n_test]
     transform = create_transform(**resolve_model_data_config(model), is_training=False)
-    settings = ProbeSettings(epochs=10)
+    settings = ProbeSettings(epochs=scale.probe_epochs)
     items = splits.train + splits.val + splits.test
     n_train, n_val = len(splits.train), len(splits.val)
 
@@ -373,19 +525,20 @@ def bench_probe(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     out = [row("probe (cached features) vs one feature-extraction pass", ours, base, "≤ 1.3×", r <= 1.3)]
     cached_result = probe()
     plain_times, plain_result = [], None
-    for _ in range(1 if quick else repeats):
+    for _ in range(scale.probe_plain_repeats or repeats):
         start = time.perf_counter()
         plain_result = train_probe_plain(new_head(model, 10, 0), splits, transform, settings)
         plain_times.append(time.perf_counter() - start)
     speedup = statistics.median(plain_times) / statistics.median(ours)
-    out.append(row("probe (cached) vs the plain 10-epoch loop", ours, plain_times, "≥ 5× faster, equal accuracy",
+    out.append(row(f"probe (cached) vs the plain {settings.epochs}-epoch loop", ours, plain_times,
+                   "≥ 5× faster, equal accuracy",
                    speedup >= 5 and abs(cached_result.test_accuracy - plain_result.test_accuracy) <= 0.005,
                    speedup=speedup, accuracy_cached=cached_result.test_accuracy,
                    accuracy_plain=plain_result.test_accuracy))
     return out
 
 
-def _gallery(workdir: Path, images: int, name: str, quick: bool) -> Path:
+def _gallery(workdir: Path, images: int, name: str, scale: Scale) -> Path:
     folder = workdir / f"{name}-images"
     folder.mkdir(parents=True, exist_ok=True)
     sources = sorted((ROOT / "images" / "fashion").glob("[0-9]-*.png"))
@@ -399,14 +552,31 @@ def _gallery(workdir: Path, images: int, name: str, quick: bool) -> Path:
     text = text.replace('images = "images/fashion"', f'images = "{folder}"')
     text = text.replace('output = "build"', f'output = "{workdir / name / "build"}"')
     text = text.replace('site_dir = "site"', f'site_dir = "{workdir / name / "site"}"')
-    text = text.replace("generator/weights/", f"{ROOT}/generator/weights/")
-    if quick:
-        text = text.replace("num_samples = 1000", "num_samples = 100").replace("epochs = 10", "epochs = 2")
-        for section in ("probe", "faithfulness"):  # the quick run only checks that the machinery works
-            text = text.replace(f"[sections.{section}]\n", f"[sections.{section}]\nenabled = false\n")
+    text = _scaled_gallery(text.replace("generator/weights/", f"{ROOT}/generator/weights/"), scale)
     config = workdir / f"{name}.toml"
     config.write_text(text)
     return config
+
+
+def _scaled_gallery(text: str, scale: Scale) -> str:
+    """gallery.toml's text with the scale's edits (fewer samples) and its sections turned off (the quick
+    and smoke runs only check that the machinery works)."""
+    for old, new in scale.gallery_edits:
+        if old not in text:  # gallery.toml changed: the edit would silently do nothing
+            raise ValueError(f"gallery.toml has no {old!r} to scale")
+        text = text.replace(old, new)
+    for section in scale.gallery_off:
+        text = _section_line(text, section, "enabled = false")
+    for section, line in scale.gallery_set:
+        text = _section_line(text, section, line)
+    return text
+
+
+def _section_line(text: str, section: str, line: str) -> str:
+    """gallery.toml's text with ``line`` first in ``[sections.<section>]`` (the table added at the end if absent)."""
+    if f"[sections.{section}]\n" in text:
+        return text.replace(f"[sections.{section}]\n", f"[sections.{section}]\n{line}\n")
+    return text + f"\n[sections.{section}]\n{line}\n"
 
 
 def _run_build(config: Path, *args: str) -> float:
@@ -420,11 +590,12 @@ def _run_build(config: Path, *args: str) -> float:
     return wall
 
 
-def bench_incremental(quick: bool, repeats: int, workdir: Path) -> list[dict]:
-    n = 2 if quick else 6
-    config = _gallery(workdir, n, "incremental", quick)
+def bench_incremental(scale: Scale, repeats: int, workdir: Path) -> list[dict]:
+    n = scale.incremental_images
+    repeats = scale.incremental_repeats or repeats
+    config = _gallery(workdir, n, "incremental", scale)
     cold, warm = [], []
-    for _ in range(1 if quick else repeats):  # alternating: from scratch (no cache, no pages), then again
+    for _ in range(repeats):  # alternating: from scratch (no cache, no pages), then again
         shutil.rmtree(workdir / "incremental" / "build", ignore_errors=True)
         cold.append(_run_build(config))
         warm.append(_run_build(config))
@@ -438,7 +609,7 @@ def bench_incremental(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     folder = workdir / "incremental-images"
     one = folder / "img00.png"
     changed = []
-    for k in range(1 if quick else repeats):
+    for k in range(repeats):
         array = np.asarray(Image.open(one)).copy()
         array[0, 0] = (int(array[0, 0]) + 1 + k) % 256
         Image.fromarray(array).save(one)
@@ -448,11 +619,10 @@ def bench_incremental(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     return out
 
 
-def bench_scaling(quick: bool, workdir: Path) -> dict:
-    counts = [1, 2] if quick else [1, 2, 4, 8]
+def bench_scaling(scale: Scale, workdir: Path) -> dict:
     points = []
-    for n in counts:
-        config = _gallery(workdir, n, f"scale{n}", quick)
+    for n in scale.scaling_images:
+        config = _gallery(workdir, n, f"scale{n}", scale)
         start = time.perf_counter()
         # a fresh wrapper per run, so RUSAGE_CHILDREN's peak is this build's alone
         wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
@@ -483,33 +653,29 @@ print(json.dumps({"wall_s": time.perf_counter() - start, "cpu_s": usage.ru_utime
 """
 
 
-def _default_gallery(workdir: Path, name: str, stats: bool, quick: bool) -> Path:
+def _default_gallery(workdir: Path, name: str, stats: bool, scale: Scale) -> Path:
     """The default gallery (gallery.toml, images/fashion) with its output under ``workdir``; the
-    statistics section on or off. ``quick`` keeps three images and skips probe and faithfulness."""
+    statistics section on or off. The scale may keep fewer images and skip probe and faithfulness."""
     images = ROOT / "images" / "fashion"
-    if quick:
+    if scale.stats_images is not None:
         folder = workdir / f"{name}-images"
         folder.mkdir(parents=True, exist_ok=True)
-        for source in sorted(images.glob("[0-2]-*.png")):
+        for source in sorted(images.glob(scale.stats_images)):
             shutil.copy(source, folder / source.name)
         images = folder
     text = (ROOT / "gallery.toml").read_text()
     text = text.replace('images = "images/fashion"', f'images = "{images}"')
     text = text.replace('output = "build"', f'output = "{workdir / name / "build"}"')
     text = text.replace('site_dir = "site"', f'site_dir = "{workdir / name / "site"}"')
-    text = text.replace("generator/weights/", f"{ROOT}/generator/weights/")
-    if quick:
-        text = text.replace("num_samples = 1000", "num_samples = 100")
-        for section in ("probe", "faithfulness"):
-            text = text.replace(f"[sections.{section}]\n", f"[sections.{section}]\nenabled = false\n")
+    text = _scaled_gallery(text.replace("generator/weights/", f"{ROOT}/generator/weights/"), scale)
     if not stats:
-        text += "\n[sections.stats]\nenabled = false\n"
+        text = _section_line(text, "stats", "enabled = false")
     config = workdir / f"{name}.toml"
     config.write_text(text)
     return config
 
 
-def bench_stats_overhead(quick: bool, repeats: int, workdir: Path, keep: Path | None = None) -> dict:
+def bench_stats_overhead(scale: Scale, repeats: int, workdir: Path, keep: Path | None = None) -> dict:
     """Cold builds of the default gallery with the attention-statistics section on and off, alternating.
 
     Each build is a fresh ``build --no-cache --no-site`` process under a small wrapper that reports
@@ -521,7 +687,7 @@ def bench_stats_overhead(quick: bool, repeats: int, workdir: Path, keep: Path | 
     runs: dict[str, list[dict]] = {"on": [], "off": []}
     for _ in range(repeats):
         for mode in ("on", "off"):
-            config = _default_gallery(workdir, f"stats-{mode}", mode == "on", quick)
+            config = _default_gallery(workdir, f"stats-{mode}", mode == "on", scale)
             shutil.rmtree(workdir / f"stats-{mode}", ignore_errors=True)
             proc = subprocess.run([sys.executable, "-c", _RUSAGE_CHILD, sys.executable, "-m", "generator", "build",
                                    "--config", str(config), "--quiet", "--no-site", "--no-cache"],
@@ -548,18 +714,17 @@ def bench_stats_overhead(quick: bool, repeats: int, workdir: Path, keep: Path | 
             "note": "medians over alternating runs" if repeats > 1 else "one run each"}
 
 
-def bench_floor(quick: bool, repeats: int) -> dict:
+def bench_floor(scale: Scale, repeats: int) -> dict:
     import timm
 
     from ..models import forward_flops
 
-    n = 1024 if quick else 2048
+    n = scale.floor_n
     a, b = torch.randn(n, n), torch.randn(n, n)
     times = timed(lambda: a @ b, repeats)
     rate = 2 * n**3 / statistics.median(times)
     models = {}
-    for arch in (["vit_fmnist_patch4_28", "swin_fmnist_patch2_28"] if quick else
-                 ["vit_fmnist_patch4_28", "swin_fmnist_patch2_28", "vit_base_patch16_224", "swin_base_patch4_window7_224"]):
+    for arch in scale.floor_models:
         torch.manual_seed(0)
         model = timm.create_model(arch, pretrained=False).eval()
         size = model.pretrained_cfg["input_size"][-1]
@@ -665,13 +830,14 @@ def method_passes(name: str, settings, module: torch.nn.Module, batch: int, x: t
     raise ValueError(f"no pass count for {name!r}")
 
 
-def bench_methods(quick: bool, repeats: int, workdir: Path) -> list[dict]:
+def bench_methods(scale: Scale, repeats: int, workdir: Path) -> list[dict]:
     """Each library method through the registry against the forward/backward passes it needs, alone.
 
     Embedded ViT (trained weights): every method with its default settings, at least 21 repeats. ViT-B/16
     (random weights, one 224 px image): at most 5 repeats and lighter settings (stated in each row's
     ``settings``), Score-CAM skipped (768 forward passes of ViT-B per map: ~1.5 min per repeat here).
-    ``quick``: one repeat of light settings on the embedded ViT and on ViT-Ti/16 (random weights).
+    Quick: one repeat of light settings on the embedded ViT and on ViT-Ti/16 (random weights). Smoke:
+    one repeat of the lightest settings on the embedded ViT.
     """
     from ..loaded_model import load_model
     from ..methods.registered import LIBRARY_METHODS
@@ -679,22 +845,8 @@ def bench_methods(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     from ..settings import ModelConfig
 
     out = []
-    # milliseconds per call on the embedded ViT: more repeats for a steady median
-    cases = [("vit_fmnist_patch4_28", f"file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors",
-              max(repeats, 21), {})]
-    if quick:  # the same rows on small work: the embedded ViT, and ViT-Ti/16 for the 224 px, 16 px patch layout
-        cases[0] = (cases[0][0], cases[0][1], 1, {"integrated-gradients": {"n_steps": 8}, "smoothgrad": {"nt_samples": 4},
-                                                   "kernel-shap": {"n_samples": 40}})
-        cases.append(("vit_tiny_patch16_224", "random:0", 1,
-                      {"score-cam": {"enabled": False}, "integrated-gradients": {"n_steps": 4},
-                       "smoothgrad": {"nt_samples": 2}, "occlusion": {"window": [112, 112]},
-                       "kernel-shap": {"n_samples": 8}}))
-    else:
-        cases.append(("vit_base_patch16_224", "random:0", max(1, min(repeats, 5)),
-                      {"score-cam": {"enabled": False}, "integrated-gradients": {"n_steps": 16},
-                       "smoothgrad": {"nt_samples": 8}, "occlusion": {"window": [32, 32]},
-                       "kernel-shap": {"n_samples": 64}}))
-    for arch, weights, reps, methods in cases:
+    for arch, weights, bounds, methods in scale.methods:
+        reps = _clamp(repeats, bounds)
         model = load_model(ModelConfig(name="bench", arch=arch, weights=weights))
         cfg = _methods_config(workdir, methods)
         size = model.input_size
@@ -729,7 +881,7 @@ def bench_methods(quick: bool, repeats: int, workdir: Path) -> list[dict]:
     return out
 
 
-def bench_faithfulness_curves(quick: bool, repeats: int) -> list[dict]:
+def bench_faithfulness_curves(scale: Scale, repeats: int) -> list[dict]:
     """The faithfulness curves of one image (every method's order plus random orders, deletion and insertion,
     shared end points once) against the forward passes of as many inputs in the same batches."""
     import timm
@@ -737,8 +889,7 @@ def bench_faithfulness_curves(quick: bool, repeats: int) -> list[dict]:
     from ..metrics import faithfulness_curves
 
     out = []
-    for arch, grid, step, orders in ([("vit_fmnist_patch4_28", 7, 1, 21)] if quick else
-                                     [("vit_fmnist_patch4_28", 7, 1, 21), ("vit_base_patch16_224", 14, 14, 8)]):
+    for arch, grid, step, orders in scale.faithfulness:
         torch.manual_seed(0)
         model = timm.create_model(arch, pretrained=False).eval()
         from ..loaded_model import auto_batch_size
@@ -830,7 +981,7 @@ site_dir = "{workdir / name / 'site'}"
     return load_config(config)
 
 
-def bench_executors(quick: bool, repeats: int, workdir: Path) -> dict:
+def bench_executors(scale: Scale, repeats: int, workdir: Path) -> dict:
     """Dask with one worker against the local executor on the same work; 2 workers × 1 thread against
     1 worker × 2 threads on LIME-heavy work. Wall and CPU time (the machine may be shared).
 
@@ -843,10 +994,10 @@ def bench_executors(quick: bool, repeats: int, workdir: Path) -> dict:
     from ..executors import ExecutorSpec
     from ..runner import run
 
-    n = 2 if quick else 8
-    light = """
+    n = scale.executor_images
+    light = f"""
 [sections.lime]
-num_samples = 100
+num_samples = {scale.executor_lime_samples}
 [sections.maps]
 enabled = false
 [sections.probe]
@@ -854,7 +1005,7 @@ enabled = false
 [sections.faithfulness]
 enabled = false
 """
-    config = _executor_gallery(workdir, "executor", n, light)
+    config = _executor_gallery(workdir, "executor", n, light + scale.embedded_extra)
     threads = torch.get_num_threads()
     out: dict = {"name": "executors: Dask vs local", "images": n, "torch_threads": threads}
 
@@ -873,7 +1024,7 @@ enabled = false
         build(local_spec)
         walls: dict[str, list[float]] = {"dask": [], "local": []}
         cpus: dict[str, list[float]] = {"dask": [], "local": []}
-        for _ in range(1 if quick else max(2, repeats // 2)):
+        for _ in range(scale.executor_repeats or max(2, repeats // 2)):
             for name, spec in (("dask", dask_spec), ("local", local_spec)):
                 wall, cpu = _measured(lambda: build(spec))
                 walls[name].append(wall)
@@ -885,8 +1036,8 @@ enabled = false
                                   "dask_cpu_s": stats(cpus["dask"]), "local_cpu_s": stats(cpus["local"]),
                                   "ratio": ratio, "goal": "≤ 1.10×", "goal_met": ratio <= 1.10}
 
-    samples = 200 if quick else 1000
-    m = 4 if quick else 8
+    samples = scale.executor_heavy_samples
+    m = scale.executor_heavy_images
     lime_heavy = f"""
 [sections.heads]
 enabled = false
@@ -903,7 +1054,7 @@ enabled = false
 [sections.faithfulness]
 enabled = false
 """
-    config = _executor_gallery(workdir, "lime-heavy", m, lime_heavy)
+    config = _executor_gallery(workdir, "lime-heavy", m, lime_heavy + scale.embedded_extra)
     shapes = {"2 workers × 1 thread": (2, 1), "1 worker × 2 threads": (1, 2)}
     rates = {}
     for label, (workers, per_worker) in shapes.items():
@@ -931,7 +1082,7 @@ enabled = false
     return out
 
 
-def bench_dataset_scaling(quick: bool, workdir: Path) -> dict:
+def bench_dataset_scaling(scale: Scale, workdir: Path) -> dict:
     """Cost per added image in dataset mode, up to 1,000 images of the embedded models (heads, rollout,
     swin; figures for a sample of 10 plus every misclassified image): local executor, from scratch,
     after a warm-up run (imports, model loads). Linear when the CPU seconds per added image of the
@@ -939,7 +1090,7 @@ def bench_dataset_scaling(quick: bool, workdir: Path) -> dict:
     from ..config import load_config
     from ..runner import run
 
-    counts = [10, 20, 40] if quick else [100, 400, 1000]
+    counts = scale.dataset_images
     data = np.load(ROOT / "tests" / "data" / "fashion_mnist_test_1k.npz")
     classes = ["t-shirt-top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
     from PIL import Image
@@ -958,7 +1109,7 @@ output = "{root / 'build'}"
 site_dir = "{root / 'site'}"
 [dataset]
 enabled = true
-sample = 10
+sample = {scale.dataset_sample}
 {_EMBEDDED_MODELS}
 [sections.lime]
 enabled = false
@@ -968,7 +1119,7 @@ enabled = false
 enabled = false
 [sections.faithfulness]
 enabled = false
-""")
+{scale.embedded_extra}""")
         cfg = load_config(config)
         holder = {}
         wall, cpu = _measured(lambda: holder.setdefault("r", run(cfg, progress=False, log=lambda m: None)))
@@ -979,7 +1130,7 @@ enabled = false
                 "failures": len(result.failures), "with_figures": len(result.dataset["sampled"]),
                 "accuracy": {k: v["accuracy"] for k, v in result.dataset["accuracy"].items()}}
 
-    point(5)  # warm-up: imports, model loads, matplotlib's fonts
+    point(scale.dataset_warmup)  # warm-up: imports, model loads, matplotlib's fonts
     points = [point(n) for n in counts]
     def per(a: dict, b: dict, key: str, by: str) -> float:
         return (b[key] - a[key]) / max(b[by] - a[by], 1)
@@ -1004,32 +1155,72 @@ enabled = false
 
 #: Row groups (printed as they finish, one line per row).
 ROW_GROUPS = {
-    "capture": lambda quick, repeats, work: bench_capture(quick, repeats),
-    "lime": lambda quick, repeats, work: bench_lime(quick, repeats),
-    "probe": lambda quick, repeats, work: bench_probe(quick, repeats, work),
-    "incremental": lambda quick, repeats, work: bench_incremental(quick, repeats, work),
-    "faithfulness": lambda quick, repeats, work: bench_faithfulness_curves(quick, repeats),
-    "methods": lambda quick, repeats, work: bench_methods(quick, repeats, work),
+    "capture": lambda scale, repeats, work: bench_capture(scale, repeats),
+    "lime": lambda scale, repeats, work: bench_lime(scale, repeats),
+    "probe": lambda scale, repeats, work: bench_probe(scale, repeats, work),
+    "incremental": lambda scale, repeats, work: bench_incremental(scale, repeats, work),
+    "faithfulness": lambda scale, repeats, work: bench_faithfulness_curves(scale, repeats),
+    "methods": lambda scale, repeats, work: bench_methods(scale, repeats, work),
 }
 #: Sections of results.json of their own.
 REPORTS = {
-    "stats_overhead": lambda quick, repeats, work: bench_stats_overhead(quick, 1 if quick else min(3, repeats), work),
-    "scaling": lambda quick, repeats, work: bench_scaling(quick, work),
-    "memory": lambda quick, repeats, work: bench_memory(quick, work),
-    "large_images": lambda quick, repeats, work: bench_large_images(quick, work),
-    "batch_sizes": lambda quick, repeats, work: bench_batch_sizes(quick, repeats),
-    "floor": lambda quick, repeats, work: bench_floor(quick, repeats),
-    "executors": lambda quick, repeats, work: bench_executors(quick, repeats, work),
-    "dataset_scaling": lambda quick, repeats, work: bench_dataset_scaling(quick, work),
+    "stats_overhead": lambda scale, repeats, work: bench_stats_overhead(scale, scale.stats_repeats or min(3, repeats),
+                                                                        work),
+    "scaling": lambda scale, repeats, work: bench_scaling(scale, work),
+    "memory": lambda scale, repeats, work: bench_memory(scale, work),
+    "large_images": lambda scale, repeats, work: bench_large_images(scale, work),
+    "batch_sizes": lambda scale, repeats, work: bench_batch_sizes(scale, repeats),
+    "floor": lambda scale, repeats, work: bench_floor(scale, repeats),
+    "executors": lambda scale, repeats, work: bench_executors(scale, repeats, work),
+    "dataset_scaling": lambda scale, repeats, work: bench_dataset_scaling(scale, work),
 }
 
 
-def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json", only: tuple[str, ...] = (),
+def row_names(scale: Scale) -> dict[str, set[str]]:
+    """The names of the rows each row group writes at ``scale``, listed without running anything.
+
+    The tests check a smoke run's rows against this listing, and the smoke listing against the quick
+    and full ones up to model names and sizes (:func:`row_kind`).
+    """
+    from ..methods.registered import LIBRARY_METHODS
+    from ..relevance import registered_methods
+
+    library = [cls for cls in registered_methods() if cls.name in LIBRARY_METHODS]
+    n = scale.incremental_images
+    return {
+        "capture": {f"attention capture: {arch}, batch {batch}" for vit, swin, batch in scale.capture
+                    for arch in (vit, swin)},
+        "lime": {name for arch, _ in scale.lime for name in (f"LIME vs its forward passes: {arch}",
+                                                            f"LIME vs plain lime_image (batch 10): {arch}")},
+        "probe": {"probe (cached features) vs one feature-extraction pass",
+                  f"probe (cached) vs the plain {scale.probe_epochs}-epoch loop"},
+        "incremental": {f"warm rebuild vs cold ({n} images)", f"rebuild after changing 1 of {n} images vs cold"},
+        "faithfulness": {f"faithfulness curves vs their forward passes: {arch}" for arch, *_ in scale.faithfulness},
+        "methods": {f"{cls.label} vs its passes: {arch}" for arch, _, _, methods in scale.methods for cls in library
+                    if methods.get(cls.name, {}).get("enabled", True)},
+    }
+
+
+def row_kind(name: str) -> str:
+    """A row's name without its model names and numbers (sizes, counts)."""
+    import re
+
+    models = {arch for scale in SCALES.values() for arch in (*scale.floor_models, *(m[0] for m in scale.methods))}
+    for arch in sorted(models, key=len, reverse=True):
+        name = name.replace(arch, "<model>")
+    return re.sub(r"\d+", "N", name)
+
+
+def main(scale: Scale = FULL, out: Path = ROOT / "bench" / "results.json", only: tuple[str, ...] = (),
          repeats: int = 5) -> dict:
-    """Run the benchmarks (``only``: these row groups and reports, by name) and write ``out``."""
+    """Run the benchmarks at ``scale`` (``only``: these row groups and reports, by name) and write ``out``.
+
+    The scale's own repeats (smoke: 1) override ``repeats``.
+    """
     unknown = sorted(set(only) - set(ROW_GROUPS) - set(REPORTS))
     if unknown:
         raise SystemExit(f"unknown benchmark(s) {unknown}; choose from {sorted({*ROW_GROUPS, *REPORTS})}")
+    repeats = scale.repeats or repeats
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="vit-gallery-bench-"))
     import generator.embedded  # noqa: F401
@@ -1039,27 +1230,32 @@ def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json", only:
                     "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "device": "cpu", "cuda": torch.cuda.is_available()},
         "versions": {"torch": torch.__version__, "timm": __import__("timm").__version__, "python": platform.python_version()},
-        "quick": quick, "repeats": repeats, "rows": [], "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "scale": scale.name, "quick": scale is not FULL, "repeats": repeats, "rows": [],
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "only": list(only),
     }
     results["seconds"] = {}  # each benchmark's own wall time, to plan a run
+    results["cpu_seconds"] = {}  # and its CPU time (this process and its children, user + system)
     try:
         for name, group in ROW_GROUPS.items():
             if only and name not in only:
                 continue
-            start = time.perf_counter()
-            for r in group(quick, repeats, work):
-                results["rows"].append(r)
+            start, cpu = time.perf_counter(), _own_cpu_seconds()
+            for r in group(scale, repeats, work):
+                results["rows"].append({**r, "group": name})
                 print(_format(r), flush=True)
             results["seconds"][name] = round(time.perf_counter() - start, 1)
+            results["cpu_seconds"][name] = round(_own_cpu_seconds() - cpu, 1)
         for name, report in REPORTS.items():
             if only and name not in only:
                 continue
-            start = time.perf_counter()
-            results[name] = report(quick, repeats, work)
+            start, cpu = time.perf_counter(), _own_cpu_seconds()
+            results[name] = report(scale, repeats, work)
             results["seconds"][name] = round(time.perf_counter() - start, 1)
+            results["cpu_seconds"][name] = round(_own_cpu_seconds() - cpu, 1)
             print(name, json.dumps(results[name], indent=1, default=str), flush=True)
         print("seconds per benchmark:", json.dumps(results["seconds"]), flush=True)
+        print("CPU seconds per benchmark:", json.dumps(results["cpu_seconds"]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -1067,6 +1263,13 @@ def main(quick: bool = False, out: Path = ROOT / "bench" / "results.json", only:
     out.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(f"wrote {out}")
     return results
+
+
+def _own_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of its children that have been waited for
+    (build subprocesses, Dask workers once closed)."""
+    me, children = os.times()[:2], os.times()[2:4]
+    return sum(me) + sum(children)
 
 
 def _format(r: dict) -> str:
@@ -1080,10 +1283,14 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="tiny models and few repeats (what the tests run)")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="the same rows on tiny models and few repeats")
+    size.add_argument("--smoke", action="store_true",
+                      help="every group on the smallest work, one repeat (what the tests run; not measurements)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
     parser.add_argument("--only", default="", help="comma-separated benchmarks: " + ", ".join([*ROW_GROUPS, *REPORTS]))
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per row (medians); cold builds: at most 3")
     args = parser.parse_args()
-    main(quick=args.quick, out=args.out, only=tuple(n.strip() for n in args.only.split(",") if n.strip()),
+    main(scale=SMOKE if args.smoke else QUICK if args.quick else FULL, out=args.out,
+         only=tuple(n.strip() for n in args.only.split(",") if n.strip()),
          repeats=max(1, args.repeats))
