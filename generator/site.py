@@ -31,6 +31,7 @@ from .report import run_report_dict, trimmed_traceback
 from .results import Failure, JobResult, RunResult
 from .known_labels import read_known_labels
 from .outcomes import skip_lines
+from .pngopt import optimise_png
 from .safepaths import claim_folder, ensure_inside, folder_problem
 from .sections import SECTIONS
 
@@ -100,11 +101,9 @@ def _thumbnail(rgb: np.ndarray, path: Path, size: int = 256) -> None:
     scale = size / max(image.size)
     resample = Image.Resampling.NEAREST if scale > 2 else Image.Resampling.LANCZOS
     image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
-    import io
-
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
-    write_if_changed(path, buffer.getvalue())
+    write_if_changed(path, optimise_png(buffer.getvalue()))
 
 
 def page_extras(section, results) -> dict:
@@ -278,11 +277,12 @@ def deterministic_zip(files: list[tuple[str, Path]]) -> bytes:
     return buffer.getvalue()
 
 
-FIGURE_ARCHIVE = "downloads/figures.zip"
+def write_figure_archive(result: RunResult, target: Path) -> Path | None:
+    """One deterministic zip of every figure of ``result`` (PNG and PDF, with their data files) at ``target``.
 
-
-def write_figure_archive(result: RunResult) -> Path | None:
-    """One archive of every figure (PDF and PNG, with their data files) under ``downloads/``."""
+    Opt-in (``vit-gallery figures --zip FILE``): the site links each figure's files one by one and
+    carries no second copy of them.
+    """
     from .render import data_path
 
     docs = result.docs_dir
@@ -294,8 +294,6 @@ def write_figure_archive(result: RunResult) -> Path | None:
                     files.append((rel, docs / rel))
     if not files:
         return None
-    target = docs / FIGURE_ARCHIVE
-    ensure_inside(docs, target)
     write_if_changed(target, deterministic_zip(sorted(set(files))))
     return target
 
@@ -344,7 +342,6 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
     copy_site_assets(docs)
     known = read_known_labels(result.config.images)
     predicted = predictions(result, known.labels)
-    archive = write_figure_archive(result)
     for image in result.images:
         _thumbnail(image.rgb, docs / "inputs" / f"{image.slug}.png")
         target = f"images/{image.slug}.md"
@@ -384,10 +381,10 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
                  models=model_by_name, chapter_extras=section.chapter_extras(all_results))
         except Exception as exc:  # a section's summary of its results failed: report it, keep the rest
             failed(target, section.name, exc)
-    report = run_report_dict(result)
+    run_report = run_report_dict(result)
     chapters = chapter_list(result)
     page("index.md.j2", "index.md", config=result.config, images=result.images, models=result.models,
-         report=report, chapters=chapters, predictions=predicted, known=known,
+         report=run_report, chapters=chapters, predictions=predicted, known=known,
          failed_models=failed_models(result),
          skipped=[line.strip() for line in skip_lines(result.skipped)[1:]])
     page("chapters/attention.md.j2", "chapters/attention.md", models=result.models)
@@ -395,15 +392,14 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
     if result.models:  # with no model loaded there is no claim to test
         write_claims_page(result, page)
     config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
-    page("reproducibility.md.j2", "reproducibility.md", report=report, config=result.config, config_text=config_text)
-    page("figure-list.md.j2", "figure-list.md", figures=figure_index(result), dpi=result.config.run.dpi,
-         archive=archive.relative_to(docs).as_posix() if archive else None,
-         archive_mb=archive.stat().st_size / 1e6 if archive else 0)
-    page("run-report.md.j2", "run-report.md", report=report, failures=result.failures)
+    page("reproducibility.md.j2", "reproducibility.md", report=run_report, config=result.config, config_text=config_text)
+    page("figure-list.md.j2", "figure-list.md", figures=figure_index(result), dpi=result.config.run.dpi)
+    page("run-report.md.j2", "run-report.md", report=run_report, failures=result.failures)
     from .explorer_site import write_explorer_assets  # listed on every page by the theme
 
     write_explorer_assets(docs)
     _remove_stale_pages(docs, written)
+    _remove_legacy_archive(docs)
     _remove_stale_explorers(docs, result)
     return written
 
@@ -498,6 +494,19 @@ def _remove_stale_pages(docs: Path, keep: list[Path]) -> None:
     for path in [*(docs / "images").glob("*.md"), *(docs / "chapters").glob("*.md")]:
         if path.resolve() not in keep_set:
             path.unlink()
+
+
+#: Where builds before ``vit-gallery verify`` put a second copy of every figure (now opt-in: ``figures --zip``).
+_LEGACY_ARCHIVE = "downloads/figures.zip"
+
+
+def _remove_legacy_archive(docs: Path) -> None:
+    """Delete the figures archive an earlier build wrote into the docs (and its folder when left empty)."""
+    archive = docs / _LEGACY_ARCHIVE
+    if archive.is_file():
+        archive.unlink()
+        if not any(archive.parent.iterdir()):
+            archive.parent.rmdir()
 
 
 def _remove_stale_explorers(docs: Path, result: RunResult) -> None:
