@@ -1,6 +1,6 @@
 """`vit-gallery verify`: a clean gallery verifies; each kind of tampering is caught and named.
 
-One tiny gallery (one model with file weights, two 28-pixel images, three cheap sections) is
+One tiny gallery (one model with file weights, one 28-pixel image, three cheap sections) is
 built once; every tampering case works on a copy of its output folder and site.
 """
 
@@ -59,7 +59,7 @@ enabled = false
 def gallery(tmp_path_factory) -> Path:
     """The built tiny gallery's root (``build/``, ``site/``, ``gallery.toml``, ``weights/``)."""
     root = tmp_path_factory.mktemp("verify")
-    write_synthetic_images(root / "images", count=2, size=28)
+    write_synthetic_images(root / "images", count=1, size=28)
     (root / "weights").mkdir()
     shutil.copy(WEIGHTS, root / "weights" / "vit.safetensors")
     (root / "gallery.toml").write_text(_config_text(root, root / "weights" / "vit.safetensors"), encoding="utf-8")
