@@ -73,7 +73,7 @@ def optimise_png(data: bytes) -> bytes:
 
     >>> png = io.BytesIO(); Image.new("RGBA", (8, 8), (255, 0, 0, 255)).save(png, format="PNG")
     >>> small = optimise_png(png.getvalue())
-    >>> len(small) <= len(png.getvalue()) and (decoded_rgba(small) == decoded_rgba(png.getvalue())).all()
+    >>> len(small) <= len(png.getvalue()) and bool((decoded_rgba(small) == decoded_rgba(png.getvalue())).all())
     True
     """
     original = decoded_rgba(data)

@@ -121,6 +121,7 @@ class VerifyResult:
 
     Attributes:
         manifest: the manifest checked against.
+        roots: the folders whose files were checked ("docs", "site" → path).
         files_checked: files hashed (docs, site and the run report).
         file_problems: files that differ from the manifest, are missing, or are not listed.
         sections: the numbers check per section (empty with ``sample=0``).
@@ -129,6 +130,7 @@ class VerifyResult:
     """
 
     manifest: Path
+    roots: dict[str, str] = field(default_factory=dict)
     files_checked: int = 0
     file_problems: list[FileProblem] = field(default_factory=list)
     sections: list[SectionCheck] = field(default_factory=list)
@@ -464,7 +466,7 @@ def verify(target: Path, *, config_path: Path | None = None, site: Path | None =
         VerifyError: bad input (``exit_code`` 2) or refused drift (3).
     """
     published = locate(Path(target), Path(site) if site else None)
-    result = VerifyResult(manifest=published.manifest_path)
+    result = VerifyResult(manifest=published.manifest_path, roots={k: str(v) for k, v in published.roots.items()})
     result.files_checked, result.file_problems = check_files(published)
     log(f"{result.files_checked} files hashed, {len(result.file_problems)} differ from the manifest")
     if sample is None or sample > 0:
@@ -478,6 +480,10 @@ def report_lines(result: VerifyResult) -> Iterator[str]:
     """The human summary of a :class:`VerifyResult`."""
     yield f"manifest: {result.manifest}"
     yield f"files: {result.files_checked} checked, {len(result.file_problems)} differ"
+    for where, folder in result.roots.items():
+        yield f"  {where}: {folder}"
+    if "site" not in result.roots:
+        yield "  site: not checked (give --site DIR to check the built site too)"
     for p in result.file_problems:
         yield f"  {p.problem.upper():<10} {p.where}/{p.path}"
     for line in result.drift:
