@@ -393,7 +393,9 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
         write_claims_page(result, page)
     config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
     page("reproducibility.md.j2", "reproducibility.md", report=run_report, config=result.config, config_text=config_text)
-    page("figure-list.md.j2", "figure-list.md", figures=figure_index(result), dpi=result.config.run.dpi)
+    figures = figure_index(result)
+    write_figure_thumbnails(docs, figures)
+    page("figure-list.md.j2", "figure-list.md", figures=figures, dpi=result.config.run.dpi)
     page("run-report.md.j2", "run-report.md", report=run_report, failures=result.failures)
     from .explorer_site import write_explorer_assets  # listed on every page by the theme
 
@@ -485,6 +487,42 @@ def figure_index(result: RunResult) -> list[dict[str, str]]:
                          "image_slug": r.image, "caption": ref.caption, "png": ref.png, "pdf": ref.pdf,
                          "downloads": figure_downloads(r, figure_id, docs), "per_image": r.image in names})
     return rows
+
+
+#: The figure list's thumbnails: ``thumbnails/<figure path>.png``, this wide in pixels (the list's 120 CSS px).
+THUMBNAIL_DIR = "thumbnails"
+THUMBNAIL_WIDTH = 120
+
+
+def write_figure_thumbnails(docs: Path, figures: list[dict[str, Any]]) -> None:
+    """A small PNG of every figure for the figure list (``row["thumb"]``), so the list does not
+    load every full-resolution figure; thumbnails of figures no longer written are removed.
+
+    A figure already narrower than :data:`THUMBNAIL_WIDTH` is its own thumbnail.
+    """
+    keep = set()
+    for row in figures:
+        source = docs / row["png"]
+        row["thumb"] = row["png"]
+        try:
+            with Image.open(source) as image:
+                if image.width <= THUMBNAIL_WIDTH:
+                    continue
+                height = max(1, round(image.height * THUMBNAIL_WIDTH / image.width))
+                small = image.convert("RGBA").resize((THUMBNAIL_WIDTH, height), Image.Resampling.LANCZOS)
+        except OSError:  # a figure that cannot be read keeps its own link
+            continue
+        rel = f"{THUMBNAIL_DIR}/{row['png']}"
+        target = docs / rel
+        ensure_inside(docs, target)
+        buffer = io.BytesIO()
+        small.save(buffer, format="PNG")
+        write_if_changed(target, optimise_png(buffer.getvalue()))
+        row["thumb"] = rel
+        keep.add(target.resolve())
+    for path in sorted((docs / THUMBNAIL_DIR).rglob("*.png")) if (docs / THUMBNAIL_DIR).is_dir() else []:
+        if path.resolve() not in keep:
+            path.unlink()
 
 
 def _remove_stale_pages(docs: Path, keep: list[Path]) -> None:

@@ -316,7 +316,7 @@ MAX_FIRST_LOAD_BYTES = 1_500_000
 MAX_SITE_BYTES = 25_000_000
 
 #: Figures that would load before they are scrolled to (figure lists and pages load them lazily).
-EAGER_FIGURES = """() => Array.from(document.querySelectorAll('article figure.vg-figure img, article img.vg-thumb'))
+EAGER_FIGURES = """() => Array.from(document.querySelectorAll('article figure.vg-figure img, #vg-figure-table img'))
   .filter(i => i.getAttribute('loading') !== 'lazy').map(i => i.src)"""
 
 

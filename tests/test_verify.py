@@ -92,6 +92,13 @@ def test_manifest_lists_every_published_file(gallery):
     assert any(p.startswith("data/heads/") for p in manifest["docs"])
     assert "index.html" in manifest["site"] and "figure-list.html" in manifest["site"]
     assert not any(p.startswith("downloads/") for p in manifest["site"])  # no second copy of the figures
+    # the figure list shows small thumbnails, not every full-size figure
+    from PIL import Image
+
+    thumbs = sorted((gallery / "build" / "docs" / "thumbnails").rglob("*.png"))
+    listing = (gallery / "build" / "docs" / "figure-list.md").read_text(encoding="utf-8")
+    assert thumbs and all(Image.open(t).width <= 120 for t in thumbs)
+    assert all(f'src="{t.relative_to(gallery / "build" / "docs").as_posix()}"' in listing for t in thumbs)
 
 
 def test_a_clean_gallery_verifies_every_result(copy):
