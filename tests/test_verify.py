@@ -102,7 +102,7 @@ def test_manifest_lists_every_published_file(gallery):
 
 
 def test_a_clean_gallery_verifies_every_result(copy):
-    result = _verify(copy, sample=None)
+    result = verify(copy / "build", site=copy / "site", sample=None)  # the config the manifest records
     assert result.ok, list(result.file_problems) + [c for s in result.sections for c in s.checks if not c.matches]
     assert result.exact and not result.drift
     assert {s.section for s in result.sections} >= {"heads", "rollout", "lime"}
@@ -110,13 +110,15 @@ def test_a_clean_gallery_verifies_every_result(copy):
     assert result.files_checked > 20
 
 
-def test_the_cli_verifies_from_the_recorded_config_and_samples(gallery):
-    proc = subprocess.run([sys.executable, "-m", "generator", "verify", str(gallery / "build"), "--sample", "1"],
+def test_the_cli_prints_the_check_and_exits_by_it(gallery, copy):
+    proc = subprocess.run([sys.executable, "-m", "generator", "verify", str(gallery / "build"), "--sample", "0"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "verified: everything matches" in proc.stdout
-    rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("  heads ")]
-    assert rows and rows[0][1:4] == ["1", "1", "0"]
+    assert "verified: everything matches" in proc.stdout and f"site: {gallery / 'site'}" in proc.stdout
+    (copy / "build" / "docs" / "index.md").write_text("# edited\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "generator", "verify", str(copy / "build"), "--sample", "0"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "DIFFERS    docs/index.md" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_a_flipped_byte_in_a_data_file_is_caught_and_named(copy):
