@@ -188,7 +188,9 @@ def figure_downloads(result, figure_id: str, docs: Path) -> list[tuple[str, str]
 def figure_html(result, figure_id: str, prefix: str, docs: Path) -> Markup:
     """One figure as a single line of HTML: the image (alt text: its caption), and a caption that
     ends with its download links. glightbox shows the same caption (``data-description`` names
-    the figcaption by a class unique to the figure).
+    the figcaption by a class unique to the figure). The figure is left out of the search index
+    (``data-search-exclude``): the same captions on every page and the figure list made the index,
+    which every page loads first, about half a megabyte for the default gallery.
 
     Raw HTML on one line renders the same at the top level and inside an indented tab; every
     piece of text in it is escaped with :func:`escape_md`, which reads the same in both. Paths
@@ -201,7 +203,7 @@ def figure_html(result, figure_id: str, prefix: str, docs: Path) -> Markup:
     links = " · ".join(f'<a href="{html.escape(prefix + path, quote=True)}">{label}</a>'
                        for label, path in figure_downloads(result, figure_id, docs))
     src = html.escape(prefix + ref.png, quote=True)
-    return Markup(f'<figure class="vg-figure"><img src="{src}" alt="{caption}" loading="lazy" '
+    return Markup(f'<figure class="vg-figure" data-search-exclude><img src="{src}" alt="{caption}" loading="lazy" '
                   f'data-description=".{key}"><figcaption class="{key}">{caption} '
                   f'<span class="vg-downloads">{links}</span></figcaption></figure>')
 
