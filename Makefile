@@ -6,7 +6,7 @@ CONFIG ?= gallery.toml
 JOBS   ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv site site-zip test serve clean clean-cache train-demo bench bench-quick bench-smoke figures
+.PHONY: venv site site-zip test serve clean clean-cache train-demo bench bench-quick bench-smoke figures verify
 
 venv: $(STAMP)
 
@@ -34,7 +34,7 @@ train-demo: $(STAMP)
 	$(PY) -m generator train-demo --model all --seed 0
 
 figures: $(STAMP)
-	$(PY) -m generator figures --config $(CONFIG) --dpi $(or $(DPI),300) --out figures-export
+	$(PY) -m generator figures --config $(CONFIG) --dpi $(or $(DPI),300) --out figures-export $(if $(ZIP),--zip figures-export/figures.zip,)
 
 bench: $(STAMP)
 	$(PY) -m generator.devtools.bench $(if $(QUICK),--quick,) $(if $(ONLY),--only $(ONLY),) $(if $(REPEATS),--repeats $(REPEATS),)
@@ -44,7 +44,11 @@ bench-quick: $(STAMP)
 
 # Every group on the smallest work: checks that the bench runs (what the tests run; not measurements).
 bench-smoke: $(STAMP)
-	$(PY) -m generator.devtools.bench --smoke --out build/bench-smoke.json
+	$(PY) -m generator.devtools.bench --smoke --out bench/smoke-results.json
+
+# Check the built gallery against its manifest and recompute a sample of its numbers.
+verify: $(STAMP)
+	$(PY) -m generator verify build $(if $(ALL),--all,)
 
 clean-cache: $(STAMP)
 	$(PY) -m generator clean-cache --config $(CONFIG)

@@ -59,7 +59,8 @@ def build(config: GalleryConfig, *, use_cache: bool = True, fail_fast: bool | No
     """
     from .atomic import write_fault
     from .executors import ExecutorSpec
-    from .report import write_run_report
+    from .manifest import write_manifest
+    from .report import run_report_dict, write_run_report
     from .runner import OutputWriteError, run
     from .site import SiteBuildError, build_site, write_mkdocs_config, write_pages
 
@@ -84,6 +85,12 @@ def build(config: GalleryConfig, *, use_cache: bool = True, fail_fast: bool | No
             outcome.site_dir = config.site_dir
         except SiteBuildError as exc:
             outcome.site_error = str(exc)
+    try:  # last: the hashes of everything published (vit-gallery verify checks them)
+        write_manifest(config.output, run_report_dict(result), outcome.site_dir, config.run.device)
+    except OSError as exc:
+        if write_fault(exc) is None:
+            raise
+        raise OutputWriteError(f"cannot write the manifest in {config.output}: {exc.strerror}", result) from None
     return outcome
 
 

@@ -158,7 +158,9 @@ def _register_section_commands() -> None:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("figures-export"),
               show_default=True, help="Folder that receives figures/<section>/<model>/<image>.{png,pdf}.")
 @click.option("--jobs", type=click.IntRange(min=1), default=1, show_default=True, help="Worker processes that draw.")
-def figures(config_path: Path, dpi: int, out_dir: Path, jobs: int) -> None:
+@click.option("--zip", "zip_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write every exported figure (PNG, PDF, data) into one deterministic zip.")
+def figures(config_path: Path, dpi: int, out_dir: Path, jobs: int, zip_path: Path | None) -> None:
     """Export only the figures (PNG at --dpi, and PDF) into a folder, from cached results where possible."""
     from .builder import export_figures
     from .runner import OutputWriteError
@@ -179,6 +181,12 @@ def figures(config_path: Path, dpi: int, out_dir: Path, jobs: int) -> None:
         _stop_on_write_fault(exc)
     count = sum(len(r.figures) for r in result.results)
     click.echo(f"{count} figures (PNG at {dpi} dpi + PDF) in {out_dir / 'figures'}")
+    if zip_path is not None:
+        from .site import write_figure_archive
+
+        archive = write_figure_archive(result, zip_path.resolve())
+        if archive is not None:
+            click.echo(f"archive: {archive} ({archive.stat().st_size / 1e6:.1f} MB)")
     sys.exit(result.exit_code)
 
 
@@ -229,6 +237,44 @@ def train_demo(model_kind, epochs, seed, threads, train_limit, data_dir, out_dir
             raise click.ClickException(str(exc)) from exc
         path = save(model, card, out_dir or embedded.WEIGHTS_DIR, command)
         click.echo(f"{name}: test accuracy {card['test_accuracy']:.4f}; wrote {path}")
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The gallery's config (default: the one the manifest records).")
+@click.option("--site", "site_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also check this built site (default: the site the manifest records, when it is there).")
+@click.option("--sample", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Results recomputed per section (0: only the file hashes).")
+@click.option("--all", "all_jobs", is_flag=True, help="Recompute every result.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the sample.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+              help="Recompute on this device (numbers then within each section's tolerance).")
+@click.option("--allow-version-drift", is_flag=True,
+              help="Compare even when the weights or package versions differ from the manifest.")
+def verify(folder: Path, config_path, site_dir, sample: int, all_jobs: bool, seed: int, device,
+           allow_version_drift: bool) -> None:
+    """Check a built gallery: every published file against the manifest's hashes, and a seeded sample
+    of results recomputed with the recorded config, weights and versions.
+
+    FOLDER is a build's output folder (manifest.json and docs/) or a built site. Exit status: 0 when
+    everything matches, 1 when something differs, 2 for bad input (no folder, no or edited manifest,
+    no config), 3 when the weights or a package version differ from the manifest (refused unless
+    --allow-version-drift).
+    """
+    from .verify import VerifyError, report_lines, verify as verify_gallery
+
+    try:
+        result = verify_gallery(folder, config_path=config_path, site=site_dir, sample=None if all_jobs else sample,
+                                seed=seed, allow_drift=allow_version_drift, device=device,
+                                log=lambda m: click.echo(m, err=True))
+    except VerifyError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    for line in report_lines(result):
+        click.echo(line)
+    sys.exit(result.exit_code)
 
 
 _register_section_commands()

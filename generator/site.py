@@ -31,6 +31,7 @@ from .report import run_report_dict, trimmed_traceback
 from .results import Failure, JobResult, RunResult
 from .known_labels import read_known_labels
 from .outcomes import skip_lines
+from .pngopt import optimise_png
 from .safepaths import claim_folder, ensure_inside, folder_problem
 from .sections import SECTIONS
 
@@ -100,11 +101,9 @@ def _thumbnail(rgb: np.ndarray, path: Path, size: int = 256) -> None:
     scale = size / max(image.size)
     resample = Image.Resampling.NEAREST if scale > 2 else Image.Resampling.LANCZOS
     image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample)
-    import io
-
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
-    write_if_changed(path, buffer.getvalue())
+    write_if_changed(path, optimise_png(buffer.getvalue()))
 
 
 def page_extras(section, results) -> dict:
@@ -189,7 +188,9 @@ def figure_downloads(result, figure_id: str, docs: Path) -> list[tuple[str, str]
 def figure_html(result, figure_id: str, prefix: str, docs: Path) -> Markup:
     """One figure as a single line of HTML: the image (alt text: its caption), and a caption that
     ends with its download links. glightbox shows the same caption (``data-description`` names
-    the figcaption by a class unique to the figure).
+    the figcaption by a class unique to the figure). The figure is left out of the search index
+    (``data-search-exclude``): the same captions on every page and the figure list made the index,
+    which every page loads first, about half a megabyte for the default gallery.
 
     Raw HTML on one line renders the same at the top level and inside an indented tab; every
     piece of text in it is escaped with :func:`escape_md`, which reads the same in both. Paths
@@ -202,7 +203,7 @@ def figure_html(result, figure_id: str, prefix: str, docs: Path) -> Markup:
     links = " · ".join(f'<a href="{html.escape(prefix + path, quote=True)}">{label}</a>'
                        for label, path in figure_downloads(result, figure_id, docs))
     src = html.escape(prefix + ref.png, quote=True)
-    return Markup(f'<figure class="vg-figure"><img src="{src}" alt="{caption}" loading="lazy" '
+    return Markup(f'<figure class="vg-figure" data-search-exclude><img src="{src}" alt="{caption}" loading="lazy" '
                   f'data-description=".{key}"><figcaption class="{key}">{caption} '
                   f'<span class="vg-downloads">{links}</span></figcaption></figure>')
 
@@ -278,11 +279,12 @@ def deterministic_zip(files: list[tuple[str, Path]]) -> bytes:
     return buffer.getvalue()
 
 
-FIGURE_ARCHIVE = "downloads/figures.zip"
+def write_figure_archive(result: RunResult, target: Path) -> Path | None:
+    """One deterministic zip of every figure of ``result`` (PNG and PDF, with their data files) at ``target``.
 
-
-def write_figure_archive(result: RunResult) -> Path | None:
-    """One archive of every figure (PDF and PNG, with their data files) under ``downloads/``."""
+    Opt-in (``vit-gallery figures --zip FILE``): the site links each figure's files one by one and
+    carries no second copy of them.
+    """
     from .render import data_path
 
     docs = result.docs_dir
@@ -294,8 +296,6 @@ def write_figure_archive(result: RunResult) -> Path | None:
                     files.append((rel, docs / rel))
     if not files:
         return None
-    target = docs / FIGURE_ARCHIVE
-    ensure_inside(docs, target)
     write_if_changed(target, deterministic_zip(sorted(set(files))))
     return target
 
@@ -356,6 +356,7 @@ def write_pages(result: RunResult, templates_dir: Path | None = None) -> list[Pa
 
     write_explorer_assets(result.docs_dir)
     _remove_stale_pages(result.docs_dir, pages.written)
+    _remove_legacy_archive(result.docs_dir)
     _remove_stale_explorers(result.docs_dir, result)
     return pages.written
 
@@ -433,12 +434,15 @@ def write_front_pages(pages: PageWriter, known, predicted) -> None:
     config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
     pages.page("reproducibility.md.j2", "reproducibility.md", report=run_report, config=result.config,
                config_text=config_text)
-    archive = write_figure_archive(result)
-    pages.page("figure-list.md.j2", "figure-list.md", dpi=result.config.run.dpi,
-               archive=archive.relative_to(pages.docs).as_posix() if archive else None,
-               archive_mb=archive.stat().st_size / 1e6 if archive else 0,
-               context=lambda: {"figures": figure_index(result)})
+    pages.page("figure-list.md.j2", "figure-list.md", dpi=result.config.run.dpi, context=lambda: figure_list(pages.docs, result))
     pages.page("run-report.md.j2", "run-report.md", report=run_report, failures=result.failures)
+
+
+def figure_list(docs: Path, result: RunResult) -> dict[str, Any]:
+    """The figure list's rows, with a small thumbnail of each figure written beside the docs."""
+    figures = figure_index(result)
+    write_figure_thumbnails(docs, figures)
+    return {"figures": figures}
 
 
 def add_page_globals(env: Environment, result: RunResult) -> None:
@@ -517,6 +521,42 @@ def figure_index(result: RunResult) -> list[dict[str, str]]:
     return rows
 
 
+#: The figure list's thumbnails: ``thumbnails/<figure path>.png``, this wide in pixels (the list's 120 CSS px).
+THUMBNAIL_DIR = "thumbnails"
+THUMBNAIL_WIDTH = 120
+
+
+def write_figure_thumbnails(docs: Path, figures: list[dict[str, Any]]) -> None:
+    """A small PNG of every figure for the figure list (``row["thumb"]``), so the list does not
+    load every full-resolution figure; thumbnails of figures no longer written are removed.
+
+    A figure already narrower than :data:`THUMBNAIL_WIDTH` is its own thumbnail.
+    """
+    keep = set()
+    for row in figures:
+        source = docs / row["png"]
+        row["thumb"] = row["png"]
+        try:
+            with Image.open(source) as image:
+                if image.width <= THUMBNAIL_WIDTH:
+                    continue
+                height = max(1, round(image.height * THUMBNAIL_WIDTH / image.width))
+                small = image.convert("RGBA").resize((THUMBNAIL_WIDTH, height), Image.Resampling.LANCZOS)
+        except OSError:  # a figure that cannot be read keeps its own link
+            continue
+        rel = f"{THUMBNAIL_DIR}/{row['png']}"
+        target = docs / rel
+        ensure_inside(docs, target)
+        buffer = io.BytesIO()
+        small.save(buffer, format="PNG")
+        write_if_changed(target, optimise_png(buffer.getvalue()))
+        row["thumb"] = rel
+        keep.add(target.resolve())
+    for path in sorted((docs / THUMBNAIL_DIR).rglob("*.png")) if (docs / THUMBNAIL_DIR).is_dir() else []:
+        if path.resolve() not in keep:
+            path.unlink()
+
+
 def _remove_stale_pages(docs: Path, keep: list[Path]) -> None:
     """Drop Markdown pages of images no longer in the set, and of chapters not written this time
     (a section switched off, or no model loaded), so the site shows no stale results."""
@@ -524,6 +564,19 @@ def _remove_stale_pages(docs: Path, keep: list[Path]) -> None:
     for path in [*(docs / "images").glob("*.md"), *(docs / "chapters").glob("*.md")]:
         if path.resolve() not in keep_set:
             path.unlink()
+
+
+#: Where builds before ``vit-gallery verify`` put a second copy of every figure (now opt-in: ``figures --zip``).
+_LEGACY_ARCHIVE = "downloads/figures.zip"
+
+
+def _remove_legacy_archive(docs: Path) -> None:
+    """Delete the figures archive an earlier build wrote into the docs (and its folder when left empty)."""
+    archive = docs / _LEGACY_ARCHIVE
+    if archive.is_file():
+        archive.unlink()
+        if not any(archive.parent.iterdir()):
+            archive.parent.rmdir()
 
 
 def _remove_stale_explorers(docs: Path, result: RunResult) -> None:

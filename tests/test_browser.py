@@ -14,7 +14,12 @@ On every page, served over HTTP and opened from disk (file://), the test fails o
 - an image without alt text, or one that does not decode;
 - any console error or uncaught exception; any request to another host (served) or that is not a
   local file (file://);
-- source maps in the site.
+- source maps in the site;
+- a figure in a figure list or on a page that loads before it is scrolled to (no ``loading="lazy"``);
+- served: a page whose first load (every file it fetches until the network is idle: HTML, CSS, JS,
+  fonts, the search index, the images in view; uncompressed) is over 1.5 MB. The weights, and the
+  site's size and PNG bytes, are in ``tests/artifacts/browser-served.json`` (``weight``); the site's
+  size is reported, not limited (the default gallery's is above the 25 MB aimed at: README).
 
 On the home page it also checks that search answers (from disk too), that the misclassified filter
 keeps only wrong rows, and on an image page that the lightbox shows the caption and that the
@@ -182,14 +187,17 @@ def check_site(site: Path, docs: Path, base: str, mode: str) -> dict:
     problems: dict[str, list[str]] = {k: [] for k in (
         "literal_markdown", "duplicate_tabs", "tab_does_not_open", "toc_mismatch", "figure_links", "dead_links",
         "alt_text", "broken_images", "console_errors", "foreign_requests", "search", "lightbox", "side_by_side",
-        "filters", "source_maps")}
+        "filters", "source_maps", "eager_figures", "page_weight")}
+    weights: dict[str, int] = {}
     foreign, errors = [], []
     checked_links: dict[str, bool] = {}
+    loading: list[str] = []  # URLs requested while the current page loads (its first-load weight)
 
     def url_of(rel: str) -> str:
         return base + rel
 
     def request(r) -> None:
+        loading.append(r.url)
         parsed = urlparse(r.url)
         if mode == "served" and parsed.scheme in ("http", "https", "ws", "wss") and parsed.hostname != "127.0.0.1":
             foreign.append(r.url)
@@ -207,9 +215,15 @@ def check_site(site: Path, docs: Path, base: str, mode: str) -> dict:
             page.on("pageerror", lambda e: errors.append(f"{page.url}: {e}"))
             for rel in pages:
                 url = url_of(rel)
+                loading.clear()
                 response = page.goto(url, wait_until="load")
                 if mode == "served":
                     assert response is not None and response.ok, url
+                    page.wait_for_load_state("networkidle")  # lazy images in view, the search index
+                    weights[rel] = first_load_bytes(site, list(loading), url)
+                eager = page.evaluate(EAGER_FIGURES)
+                if eager:
+                    problems["eager_figures"].append(f"{rel}: {len(eager)} figures load eagerly, e.g. {eager[0]}")
                 page.evaluate("""async () => {
                     const imgs = Array.from(document.images);
                     imgs.forEach(i => { i.loading = 'eager'; });
@@ -275,8 +289,35 @@ def check_site(site: Path, docs: Path, base: str, mode: str) -> dict:
     maps += [p.relative_to(site).as_posix() for p in list(site.rglob("*.js")) + list(site.rglob("*.css"))
              if b"sourceMappingURL" in p.read_bytes()[-300:]]
     problems["source_maps"] = maps
-    return {"mode": mode, "site": str(site), "counts": counts,
+    weight = page_weight_summary(site, weights)
+    if weight["heaviest_first_load_bytes"] > MAX_FIRST_LOAD_BYTES:
+        problems["page_weight"].append(f"{weight['heaviest_page']}: first load {weight['heaviest_first_load_bytes']} "
+                                       f"bytes > {MAX_FIRST_LOAD_BYTES}")
+    return {"mode": mode, "site": str(site), "counts": counts, "weight": weight,
             "failed_checks": sorted(k for k, v in problems.items() if v), "problems": problems}
+
+
+#: The most a page may fetch on its first load (HTML, CSS, JS, fonts, the search index, images in view).
+MAX_FIRST_LOAD_BYTES = 1_500_000
+
+#: Figures that would load before they are scrolled to (figure lists and pages load them lazily).
+EAGER_FIGURES = """() => Array.from(document.querySelectorAll('article figure.vg-figure img, #vg-figure-table img'))
+  .filter(i => i.getAttribute('loading') !== 'lazy').map(i => i.src)"""
+
+
+def first_load_bytes(site: Path, urls: list[str], page_url: str) -> int:
+    """Bytes of the site's files behind ``urls`` (each counted once): what a first visit fetches, uncompressed."""
+    files = {local_target(site, u.split("#")[0].split("?")[0], page_url) for u in urls}
+    return sum(f.stat().st_size for f in files if f is not None and f.is_file())
+
+
+def page_weight_summary(site: Path, weights: dict[str, int]) -> dict:
+    """The site's size and the first-load weight of each page (served mode only; empty from disk)."""
+    heaviest = max(weights, key=weights.get, default="")
+    return {"site_bytes": sum(p.stat().st_size for p in site.rglob("*") if p.is_file()),
+            "png_bytes": sum(p.stat().st_size for p in site.rglob("*.png") if p.is_file()),
+            "heaviest_page": heaviest, "heaviest_first_load_bytes": weights.get(heaviest, 0),
+            "first_load_bytes": dict(sorted(weights.items()))}
 
 
 def interactions(page, pages: list[str], url_of, problems: dict, mode: str, counts: dict) -> None:
@@ -351,6 +392,11 @@ def test_the_site_reads_right_in_chromium(built_site, server, mode):
     base = server if mode == "served" else site.as_uri() + "/"
     report = check_site(site, docs, base, mode)
     (ARTIFACTS / f"browser-{mode}.json").write_text(json.dumps(report, indent=2, ensure_ascii=False), encoding="utf-8")
-    print(json.dumps({"mode": mode, "counts": report["counts"], "failed_checks": report["failed_checks"]}))
+    print(json.dumps({"mode": mode, "counts": report["counts"], "failed_checks": report["failed_checks"],
+                      "weight": {k: v for k, v in report["weight"].items() if k != "first_load_bytes"}}))
     assert report["counts"]["pages"] >= 8
+    if mode == "served":  # every page was weighed, and its HTML at least is in its weight
+        weights = report["weight"]["first_load_bytes"]
+        assert set(weights) == set(site_pages(site)) and all(w > 0 for w in weights.values()), weights
+        assert all(weights[p] >= (site / p).stat().st_size for p in weights)
     assert not report["failed_checks"], {k: report["problems"][k][:5] for k in report["failed_checks"]}

@@ -154,3 +154,9 @@ def test_dataset_build_pages_only_the_sample_and_aggregates_over_all(tmp_path, m
     # a second build reuses every result and chooses the same sample
     again = build(cfg, site=False).run
     assert again.dataset["sampled"] == data["sampled"] and all(r.cached for r in again.results)
+    # `vit-gallery verify`: every image's data file is in the pool, sampled ones included or not
+    from generator.verify import verify
+
+    checked = verify(cfg.output, sample=1, seed=1)
+    assert checked.ok and checked.exact, (checked.file_problems, [c for s in checked.sections for c in s.checks])
+    assert "heads" in {s.section for s in checked.sections} and checked.files_checked > len(every)

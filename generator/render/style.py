@@ -23,6 +23,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from ..atomic import write_if_changed  # noqa: E402
+from ..pngopt import optimise_png  # noqa: E402
 from . import data_path  # noqa: E402,F401  (re-exported: the data file beside a figure)
 
 STYLE = {
@@ -192,7 +193,7 @@ def figure_bytes(fig: Figure, fmt: str, dpi: int, box=None) -> bytes:
 
 
 def save_figure(fig: Figure, stem: Path, dpi: int) -> list[Path]:
-    """Write ``stem.png`` (at ``dpi``), ``stem.pdf`` (vector) and, when the figure carries its numbers
+    """Write ``stem.png`` (at ``dpi``, losslessly optimised: :func:`generator.pngopt.optimise_png`), ``stem.pdf`` (vector) and, when the figure carries its numbers
     (:func:`attach_data`), ``stem.data.json``; only rewrite changed files. Text is made legible first.
 
     The figure is laid out and measured once; the PNG and the PDF are then each drawn once into
@@ -202,7 +203,8 @@ def save_figure(fig: Figure, stem: Path, dpi: int) -> list[Path]:
     paths = []
     for fmt in ("png", "pdf"):
         path = stem.with_suffix(f".{fmt}")
-        write_if_changed(path, figure_bytes(fig, fmt, dpi, box))
+        data = figure_bytes(fig, fmt, dpi, box)
+        write_if_changed(path, optimise_png(data) if fmt == "png" else data)
         paths.append(path)
     data = getattr(fig, "_vit_gallery_data", None)
     if data:
