@@ -49,11 +49,11 @@ class AttentionCaptureError(RuntimeError):
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """Where the patch tokens sit in a ViT's sequence.
+    """Where the patch tokens sit in a model's sequence (:meth:`generator.families.ModelFamily.token_layout`).
 
     Attributes:
         prefix_names: names of the leading non-patch tokens, in order (e.g. ``("CLS", "REG0")``).
-        grid: (h, w) patch grid, taken from the model's patch embedding.
+        grid: (h, w) grid of the tokens that grid-level maps live on (a ViT's patch grid, a Swin's last stage).
     """
 
     prefix_names: tuple[str, ...]
@@ -66,6 +66,16 @@ class TokenLayout:
     @property
     def has_class_token(self) -> bool:
         return "CLS" in self.prefix_names
+
+    @property
+    def class_token_index(self) -> int | None:
+        """Position of the class token in the sequence, or None when the model has none."""
+        return self.prefix_names.index("CLS") if self.has_class_token else None
+
+    @property
+    def register_count(self) -> int:
+        """Register tokens among the prefix tokens."""
+        return sum(name.startswith("REG") for name in self.prefix_names)
 
     @property
     def num_tokens(self) -> int:

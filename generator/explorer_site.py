@@ -60,7 +60,7 @@ class ExplorerPage:
         key: registry key and URL-state id, ``"<model>--<image>"``.
         manifest: the manifest.js path relative to the docs root (POSIX).
         folder: the explorer's folder relative to the docs root.
-        family: "vit" or "swin".
+        family: the model's family adapter name (:mod:`generator.families`).
         files: name → size in bytes of every file written.
         first_load_bytes: manifest.js + image.png + the first block's .js (the assets not counted).
         total_bytes: all files of this explorer.

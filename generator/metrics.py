@@ -178,13 +178,10 @@ def randomise_top(model: torch.nn.Module, blocks: int = 2, seed: int = 0) -> tor
 
 
 def _reinitialise_top(clone: torch.nn.Module, blocks: int) -> None:
-    targets = [clone.get_classifier()]
-    if hasattr(clone, "blocks"):  # ViT
-        targets += list(clone.blocks)[-blocks:]
-    elif hasattr(clone, "layers"):  # Swin: the last blocks, counted across stages from the end
-        all_blocks = [b for stage in clone.layers for b in stage.blocks]
-        targets += all_blocks[-blocks:]
-    for module in targets:
+    """Re-initialise what the family adapter names: the classifier head and the last ``blocks`` blocks."""
+    from .families import family_of
+
+    for module in family_of(clone).randomise_targets(clone, blocks):
         for sub in module.modules():
             if isinstance(sub, torch.nn.Linear):
                 torch.nn.init.trunc_normal_(sub.weight, std=0.02)

@@ -52,6 +52,7 @@ def run_report_dict(result: RunResult) -> dict[str, Any]:
         "cache": result.cache_stats,
         "failures": [asdict(f) for f in result.failures],
         "skipped": [asdict(s) for s in result.skipped],
+        "not_applicable": [asdict(s) for s in result.not_applicable],
         "failures_per_worker": failures_per_worker(result),
         "executor": result.executor,
         "dataset": result.dataset,

@@ -36,7 +36,7 @@ from .figures import RenderError, RenderExecutor, write_data, write_outputs, wri
 from .images import ImageItem, ImageLoadError, display_name, scan_dataset, scan_images
 from .loaded_model import open_model
 from .outcomes import JobSkipped, Skip
-from .plan import model_slugs, plan_model
+from .plan import model_slugs, not_applicable, plan_model
 from .relevance import RelevanceStore
 from .report import environment_versions, trimmed_traceback, write_run_report
 from .results import Failure, JobResult, ModelSummary, RunResult, summarise_model
@@ -103,6 +103,7 @@ def run(
     section_seconds: dict[str, float] = {}
     summaries: list[ModelSummary] = []
     skipped: list[Skip] = []
+    inapplicable: list[Skip] = []
     dataset_mode = config.dataset.enabled
     dataset: dict | None = None
     executor_info = spec.describe()
@@ -140,6 +141,7 @@ def run(
             docs_dir=docs_dir,
             environment=environment_versions(),
             skipped=skipped,
+            not_applicable=inapplicable,
             executor=executor_info,
             dataset=dataset,
         )
@@ -192,6 +194,7 @@ def run(
                                        traceback=trimmed_traceback(exc)))
                 return None
             summaries.append(summarise_model(model, slugs[model.name]))
+            inapplicable.extend(not_applicable(model, sections))
             work = plan_model(model, sections, images)
             hits = {i for i, p in enumerate(work) if p.job.key and cache.has(p.job.key)}
             misses = [WorkItem(i, p.section, p.job, p.target, p.compute) for i, p in enumerate(work)

@@ -598,11 +598,11 @@ def _passes(module: torch.nn.Module, x: torch.Tensor, target: int, count: int, b
     what ``kind`` (one of :data:`PASS_KINDS`) names and nothing more."""
     from ..attention import unfused_attention
     from ..methods.cam import cam_target_layer
-    from ..methods.common import detect_family, gradients_only_for
+    from ..methods.common import gradients_only_for
 
     if kind not in PASS_KINDS:
         raise ValueError(f"unknown pass kind {kind!r}")
-    layer = cam_target_layer(module, detect_family(module)) if kind == "layer-gradient" else None
+    layer = cam_target_layer(module) if kind == "layer-gradient" else None
     for start in range(0, count, batch):
         n = min(batch, count - start)
         if kind == "forward":  # a batch in memory, as a method's perturbed copies are (not a stride-0 view)
@@ -648,9 +648,7 @@ def method_passes(name: str, settings, module: torch.nn.Module, batch: int, x: t
     if name == "eigencam":
         return [(1, 1, "forward")]
     if name == "score-cam":
-        family = detect_family(module)
-        channels = module.blocks[-1].norm1.normalized_shape[0] if family == "vit" else \
-            module.layers[-1].blocks[-1].norm1.normalized_shape[0]
+        channels = detect_family(module).cam_target_layer(module).normalized_shape[0]  # one masked pass per channel
         return [(1, 1, "forward"), (channels, size(settings.batch_size), "forward")]
     if name == "integrated-gradients":
         return [(settings.n_steps, size(settings.internal_batch_size), "input-gradient")]

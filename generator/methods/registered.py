@@ -296,7 +296,7 @@ class KernelShapMethod(_LibraryMethod):
         x = inputs.x[None].to(model.device)
         out = self.run(model, x, [int(target)], segments)
         meta = {"resolution": self.resolution, "features": int(len(np.unique(segments))) if segments is not None
-                else int(np.prod(x.shape[-2:]) // np.prod(model.module.patch_embed.patch_size))}
+                else int(np.prod(x.shape[-2:]) // np.prod(model.adapter.patch_size(model.module)))}
         return RelevanceMap(np.asarray(out[0], dtype=np.float64), meta)
 
     def run(self, model, x, targets, segments):
@@ -313,6 +313,7 @@ class KernelShapMethod(_LibraryMethod):
 
 @register_method
 class LrpMethod(_LibraryMethod):
+    needs = frozenset({"lrp", "classifier-head"})
     name = "lrp"
     label = "LRP"
     description = ("CP-LRP (attention and LayerNorm scale held constant, GELU identity rule): input relevance summed "

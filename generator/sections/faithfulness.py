@@ -70,7 +70,6 @@ class FaithfulnessSection(Section):
     Settings = FaithfulnessSettings
     name = "faithfulness"
     title = "Faithfulness: deletion, insertion and ROAD"
-    families = ("vit", "swin")
     template = "sections/faithfulness.md.j2"
     chapter = ("faithfulness", "Which explanation is faithful?", "chapters/faithfulness_intro.md.j2")
     version = 3
@@ -93,8 +92,8 @@ class FaithfulnessSection(Section):
         specs = map_specs(self.config)
         return {**super().params(), "maps": {spec.id: spec.method.params() for spec in specs}}
 
-    def applies_to(self, model: LoadedModel) -> bool:
-        return super().applies_to(model) and bool(map_specs(self.config, model))
+    def missing(self, model: LoadedModel) -> list[str]:
+        return super().missing(model) or ([] if map_specs(self.config, model) else ["an enabled relevance method"])
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch

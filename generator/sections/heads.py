@@ -31,7 +31,7 @@ class HeadsSection(Section):
     Settings = HeadsSettings
     name = "heads"
     title = "Attention heads"
-    families = ("vit",)
+    needs = frozenset({"attention-rows", "classifier-head"})
     template = "sections/heads.md.j2"
     chapter = ("vit-attention", "ViT attention", "chapters/heads_intro.md.j2")
 

@@ -31,7 +31,6 @@ class MapsSection(Section):
 
     name = "maps"
     title = "Relevance maps, side by side"
-    families = ("vit", "swin")
     template = "sections/maps.md.j2"
     chapter = ("relevance-maps", "Relevance maps", "chapters/maps_intro.md.j2")
     Settings = MapsSettings
@@ -40,8 +39,8 @@ class MapsSection(Section):
         specs = map_specs(self.config)
         return {**super().params(), "maps": {spec.id: spec.method.params() for spec in specs}}
 
-    def applies_to(self, model: LoadedModel) -> bool:
-        return super().applies_to(model) and bool(map_specs(self.config, model))
+    def missing(self, model: LoadedModel) -> list[str]:
+        return super().missing(model) or ([] if map_specs(self.config, model) else ["an enabled relevance method"])
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch

@@ -43,7 +43,7 @@ class RolloutSection(Section):
     Settings = RolloutSettings
     name = "rollout"
     title = "Information flow: attention rollout"
-    families = ("vit",)
+    needs = frozenset({"attention-rows", "class-token", "classifier-head"})
     template = "sections/rollout.md.j2"
     chapter = ("information-flow", "Information flow", "chapters/rollout_intro.md.j2")
 
@@ -132,7 +132,7 @@ class RolloutSection(Section):
 class _RolloutOwned(RelevanceMethod):
     """Maps computed with the rollout section's settings (fusion, discard ratio, start block)."""
 
-    families = ("vit",)
+    needs = frozenset({"attention-rows", "class-token", "classifier-head"})
 
     def params(self) -> dict:
         rollout = self.config.sections.rollout
