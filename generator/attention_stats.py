@@ -55,7 +55,6 @@ __all__ = [
     "bootstrap_interval",
     "classify_kernel",
     "cls_concentration",
-    "consecutive_similarity",
     "grid_distances",
     "kernel_measures",
     "offset_kernel",
@@ -290,18 +289,6 @@ def cls_concentration(rows: torch.Tensor, top_fraction: float = 0.1) -> torch.Te
     k = max(1, math.ceil(top_fraction * rows.shape[-1] - 1e-9))
     rows = renormalise(rows.double().unsqueeze(-2)).squeeze(-2)
     return rows.topk(k, dim=-1).values.sum(dim=-1)
-
-
-def consecutive_similarity(maps: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation between each block's flattened map and the next block's.
-
-    Args:
-        maps: (blocks, ..., D).
-
-    Returns:
-        (blocks − 1, ...): entry b compares block b with block b + 1.
-    """
-    return pearson(maps[:-1], maps[1:], dim=-1)
 
 
 # ----------------------------------------------------------------------------- aggregation

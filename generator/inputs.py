@@ -10,6 +10,9 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
+    from .images import ImageItem
+    from .loaded_model import LoadedModel
+
 
 @dataclass
 class ModelInput:
@@ -22,3 +25,11 @@ class ModelInput:
 
     view: np.ndarray
     x: torch.Tensor
+
+
+def prepare_input(model: LoadedModel, image: ImageItem) -> ModelInput:
+    """The model's own preprocessing (timm's eval transform from the resolved data config)."""
+    from .models import preprocess
+
+    view, x = preprocess(model, image.rgb)
+    return ModelInput(view=view, x=x)

@@ -32,7 +32,6 @@ __all__ = [
     "rank_first_counts",
     "road_scores",
     "perturbation_curve",
-    "random_baseline",
     "randomise_top",
     "rank_correlation",
 ]
@@ -136,19 +135,6 @@ def perturbation_curve(
 def auc(fractions: np.ndarray, probs: np.ndarray) -> float:
     """Area under a curve by the trapezoid rule over ``fractions`` (0…1)."""
     return float(np.sum((fractions[1:] - fractions[:-1]) * (probs[1:] + probs[:-1]) / 2.0))
-
-
-def random_baseline(predict: Predict, x: torch.Tensor, baseline: torch.Tensor, grid: tuple[int, int], target: int,
-                    seeds: list[int], step: int = 1, batch_size: int = 32) -> dict[str, dict[str, float]]:
-    """Deletion and insertion AUC of random cell orders: mean and standard deviation over ``seeds``."""
-    out: dict[str, list[float]] = {"deletion": [], "insertion": []}
-    dummy = np.zeros(grid)
-    for seed in seeds:
-        order = np.random.default_rng(seed).permutation(grid[0] * grid[1])
-        for mode in out:
-            f, p = perturbation_curve(predict, x, baseline, dummy, target, mode, step, batch_size, order=order)
-            out[mode].append(auc(f, p))
-    return {mode: {"mean": float(np.mean(v)), "std": float(np.std(v))} for mode, v in out.items()}
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:

@@ -12,9 +12,10 @@ from . import __version__
 from .cache import Record, cache_key
 from .settings import GalleryConfig
 from .images import ImageItem, slugify, slugify_name, unique_slugs
+from .inputs import ModelInput, prepare_input
 from .loaded_model import LoadedModel
 from .outcomes import Skip
-from .sections import ModelInput, Section
+from .sections import Section
 
 
 @dataclass(frozen=True)
@@ -142,14 +143,6 @@ def unit_key(section: Section, model: LoadedModel, unit: str) -> str:
                             "data_config": model.data_config},
                      unit=unit, unit_params=section.unit_params(unit))
 
-
-
-def prepare_input(model: LoadedModel, image: ImageItem) -> ModelInput:
-    """The model's own preprocessing (timm's eval transform from the resolved data config)."""
-    from .models import preprocess
-
-    view, x = preprocess(model, image.rgb)
-    return ModelInput(view=view, x=x)
 
 
 def note_upscaling(model: LoadedModel, image: ImageItem) -> None:

@@ -12,7 +12,8 @@ from typing import Any, Iterable
 from . import __version__
 from .atomic import atomic_write_text
 from .loaded_model import environment_threads
-from .outcomes import plural, skip_lines
+from .outcomes import skip_lines
+from .render.text import plural
 from .results import RunResult
 
 

@@ -140,6 +140,11 @@ def test_build_is_a_library_call_and_the_cli_only_wraps_it(tmp_path):
     assert "builder import build" in cli and "def run(" not in cli
 
 
+def _is_module(dotted: str) -> bool:
+    path = ROOT.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def _imports(path: Path, package: str) -> set[str]:
     """Every generator module that ``path`` imports, at any depth of the file (functions included)."""
     module = package + "." + ".".join(path.relative_to(ROOT / "generator").with_suffix("").parts)
@@ -154,8 +159,12 @@ def _imports(path: Path, package: str) -> set[str]:
             else:
                 target = node.module or ""
             if target.startswith(package):
-                found.add(target)
-                found.update(f"{target}.{a.name}" for a in node.names)
+                submodules = {f"{target}.{a.name}" for a in node.names if _is_module(f"{target}.{a.name}")}
+                # ``from . import x`` of a submodule imports x (its package is the importer's own, already
+                # running); of anything else (``__version__``) it runs the package's __init__
+                if node.module or len(submodules) < len(node.names):
+                    found.add(target)
+                found.update(submodules)
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.startswith(package))
     return found
@@ -166,11 +175,9 @@ def test_import_graph_has_no_circle():
     for path in (ROOT / "generator").rglob("*.py"):
         name = "generator." + ".".join(path.relative_to(ROOT / "generator").with_suffix("").parts)
         files[name.removesuffix(".__init__")] = path
+    # __init__ edges count: a package's __init__ that imports its modules runs whenever one of them is
+    # imported, so ``from . import x`` in a module whose package __init__ imports it back is a circle too
     graph = {name: {t for t in _imports(path, "generator") if t in files and t != name} for name, path in files.items()}
-    # a package's __init__ re-exporting its own modules is how packages work; edges into a package's
-    # own children from its __init__ are not cycles of the code
-    for name in graph:
-        graph[name] = {t for t in graph[name] if not (files[name].name == "__init__.py" and t.startswith(name + "."))}
     cycles = []
 
     def visit(node, stack, seen):

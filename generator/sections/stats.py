@@ -116,7 +116,7 @@ class StatsSection(Section):
         import torch
 
         from ..images import scan_images
-        from ..plan import prepare_input
+        from ..inputs import prepare_input
 
         images, _ = scan_images(self.config.images)
         if not images:
