@@ -105,6 +105,15 @@ class RelevanceMethod(ABC):
         values.pop("enabled", None)
         return {"method_version": self.version, "variant": self.variant, **values}
 
+    def passes(self, module: Any, batch: int, x: Any) -> list[tuple[int, int, str]] | None:
+        """The forward/backward passes one map needs, for ``make bench``: (count, batch, kind) groups with
+        kinds from :data:`generator.devtools.bench.PASS_KINDS`; None (the default): not benched.
+
+        Args:
+            module: the model's module; batch: the model's "auto" batch size; x: (1, 3, H, W) input.
+        """
+        return None
+
     @abstractmethod
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
         """Relevance of ``inputs`` for class ``target`` under ``model``: (h, w) plus metadata."""
