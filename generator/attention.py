@@ -182,12 +182,14 @@ def capture_vit_attention(model: torch.nn.Module) -> Iterator[dict]:
             handle.remove()
 
 
-def vit_attention(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def vit_attention(model: torch.nn.Module, x: torch.Tensor, capture=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` once and return its logits and every block's attention.
 
     Args:
         model: a timm VisionTransformer (eval mode recommended).
         x: (batch, 3, H, W) input, already normalised.
+        capture: the context manager factory that captures it (a family adapter's
+            :meth:`~generator.families.ModelFamily.attention_capture`); default: timm's ViT blocks.
 
     Returns:
         logits: (batch, classes), identical to ``model(x)``.
@@ -196,7 +198,7 @@ def vit_attention(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
     Raises:
         AttentionCaptureError: no attention blocks, or a block's hook captured nothing.
     """
-    with capture_vit_attention(model) as state:
+    with (capture or capture_vit_attention)(model) as state:
         logits = model(x)
     missing = [i for i, done in enumerate(state["done"]) if not done]
     if missing:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .attention import TokenLayout, vit_attention, vit_token_layout
+from .attention import TokenLayout
 from .bootstrap import Interval, bootstrap_interval
 from .swin import BlockGeometry, swin_blocks, window_attention
 
@@ -406,9 +406,12 @@ def vit_attention_stats(model: torch.nn.Module, x: torch.Tensor, top_fraction: f
         :class:`VitAttentionStats`; the patch size in pixels is read from
         ``model.patch_embed.patch_size``.
     """
-    layout = vit_token_layout(model)
+    from .families import family_of
+
+    family = family_of(model)
+    layout = family.token_layout(model)
     with torch.no_grad():
-        _, attn = vit_attention(model, x)
+        _, attn = family.attention(model, x)
     patch = getattr(model.patch_embed, "patch_size", None)
     if patch is None:
         patch = (x.shape[-2] / layout.grid[0], x.shape[-1] / layout.grid[1])

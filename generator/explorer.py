@@ -59,7 +59,6 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .attention import vit_attention, vit_token_layout
 from .families import family_of
 from .rollout import attention_rollout
 from .swin import full_attention_from_windows, merge_matrix, window_attention
@@ -278,9 +277,10 @@ def vit_explorer_data(model: torch.nn.Module, x: torch.Tensor, index: int = 0) -
     Returns:
         :class:`ExplorerData` with one (heads, N, N) block per transformer block.
     """
-    layout = vit_token_layout(model)
+    family = family_of(model)
+    layout = family.token_layout(model)
     with torch.inference_mode():
-        _, attn = vit_attention(model, x)  # blocks, batch, heads, N, N
+        _, attn = family.attention(model, x)  # blocks, batch, heads, N, N
     item = attn[:, index].float().cpu().numpy()
     blocks = tuple(ExplorerBlock(attn=item[b], grid=layout.grid, index_in_stage=b) for b in range(item.shape[0]))
     return ExplorerData(family=family_of(model).name, blocks=blocks, prefix_names=layout.prefix_names,

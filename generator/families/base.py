@@ -76,6 +76,17 @@ class ModelFamily(ABC):
         size = module.patch_embed.patch_size
         return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
+    def attention(self, module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Families with ``"attention-rows"``: run ``module`` once on ``x`` (B, 3, H, W); return its logits
+        and every block's (blocks, B, heads, tokens, tokens) attention, captured by :meth:`attention_capture`.
+
+        Raises:
+            generator.attention.AttentionCaptureError: a block captured nothing.
+        """
+        from ..attention import vit_attention
+
+        return vit_attention(module, x, capture=self.attention_capture)
+
     @abstractmethod
     def cam_target_layer(self, module: torch.nn.Module) -> torch.nn.Module:
         """The layer whose activations and gradients the CAMs read."""

@@ -7,7 +7,7 @@ Target layer: the last block's ``norm1`` (the input to its attention), as the li
 Swin examples do. Its output is
 
 * ViT: (B, prefix + h·w, C) tokens. The prefix tokens (class, distillation, registers: their number
-  from :func:`generator.attention.vit_token_layout`) are dropped and the rest reshaped to the
+  from the family adapter's token layout) are dropped and the rest reshaped to the
   (h, w) patch grid.
 * Swin: (B, h, w, C) channels-last on the last stage's grid; permuted to channels-first.
 
@@ -42,7 +42,6 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 
-from ..attention import vit_token_layout
 from .common import Family, detect_family, gradients_only_for, preserved_model_state, targets_tensor
 
 __all__ = [
