@@ -49,11 +49,11 @@ class AttentionCaptureError(RuntimeError):
 
 @dataclass(frozen=True)
 class TokenLayout:
-    """Where the patch tokens sit in a ViT's sequence.
+    """Where the patch tokens sit in a model's sequence (:meth:`generator.families.ModelFamily.token_layout`).
 
     Attributes:
         prefix_names: names of the leading non-patch tokens, in order (e.g. ``("CLS", "REG0")``).
-        grid: (h, w) patch grid, taken from the model's patch embedding.
+        grid: (h, w) grid of the tokens that grid-level maps live on (a ViT's patch grid, a Swin's last stage).
     """
 
     prefix_names: tuple[str, ...]
@@ -66,6 +66,16 @@ class TokenLayout:
     @property
     def has_class_token(self) -> bool:
         return "CLS" in self.prefix_names
+
+    @property
+    def class_token_index(self) -> int | None:
+        """Position of the class token in the sequence, or None when the model has none."""
+        return self.prefix_names.index("CLS") if self.has_class_token else None
+
+    @property
+    def register_count(self) -> int:
+        """Register tokens among the prefix tokens."""
+        return sum(name.startswith("REG") for name in self.prefix_names)
 
     @property
     def num_tokens(self) -> int:
@@ -172,12 +182,14 @@ def capture_vit_attention(model: torch.nn.Module) -> Iterator[dict]:
             handle.remove()
 
 
-def vit_attention(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def vit_attention(model: torch.nn.Module, x: torch.Tensor, capture=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` once and return its logits and every block's attention.
 
     Args:
         model: a timm VisionTransformer (eval mode recommended).
         x: (batch, 3, H, W) input, already normalised.
+        capture: the context manager factory that captures it (a family adapter's
+            :meth:`~generator.families.ModelFamily.attention_capture`); default: timm's ViT blocks.
 
     Returns:
         logits: (batch, classes), identical to ``model(x)``.
@@ -186,7 +198,7 @@ def vit_attention(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor
     Raises:
         AttentionCaptureError: no attention blocks, or a block's hook captured nothing.
     """
-    with capture_vit_attention(model) as state:
+    with (capture or capture_vit_attention)(model) as state:
         logits = model(x)
     missing = [i for i, done in enumerate(state["done"]) if not done]
     if missing:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .attention import TokenLayout, vit_attention, vit_token_layout
+from .attention import TokenLayout
 from .bootstrap import Interval, bootstrap_interval
 from .swin import BlockGeometry, swin_blocks, window_attention
 
@@ -55,7 +55,6 @@ __all__ = [
     "bootstrap_interval",
     "classify_kernel",
     "cls_concentration",
-    "consecutive_similarity",
     "grid_distances",
     "kernel_measures",
     "offset_kernel",
@@ -292,18 +291,6 @@ def cls_concentration(rows: torch.Tensor, top_fraction: float = 0.1) -> torch.Te
     return rows.topk(k, dim=-1).values.sum(dim=-1)
 
 
-def consecutive_similarity(maps: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation between each block's flattened map and the next block's.
-
-    Args:
-        maps: (blocks, ..., D).
-
-    Returns:
-        (blocks − 1, ...): entry b compares block b with block b + 1.
-    """
-    return pearson(maps[:-1], maps[1:], dim=-1)
-
-
 # ----------------------------------------------------------------------------- aggregation
 
 
@@ -419,9 +406,12 @@ def vit_attention_stats(model: torch.nn.Module, x: torch.Tensor, top_fraction: f
         :class:`VitAttentionStats`; the patch size in pixels is read from
         ``model.patch_embed.patch_size``.
     """
-    layout = vit_token_layout(model)
+    from .families import family_of
+
+    family = family_of(model)
+    layout = family.token_layout(model)
     with torch.no_grad():
-        _, attn = vit_attention(model, x)
+        _, attn = family.attention(model, x)
     patch = getattr(model.patch_embed, "patch_size", None)
     if patch is None:
         patch = (x.shape[-2] / layout.grid[0], x.shape[-1] / layout.grid[1])

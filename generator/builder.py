@@ -60,24 +60,23 @@ def build(config: GalleryConfig, *, use_cache: bool = True, fail_fast: bool | No
     from .atomic import write_fault
     from .executors import ExecutorSpec
     from .manifest import write_manifest
-    from .report import run_report_dict, write_run_report
-    from .runner import OutputWriteError, run
+    from .report import run_report_dict
+    from .runner import OutputWriteError, run, save_run_report
     from .site import SiteBuildError, build_site, write_mkdocs_config, write_pages
 
     spec = ExecutorSpec(kind=executor, scheduler=scheduler, workers=workers, chunk_size=chunk_size,
                         torch_threads=torch_threads)
     result = run(config, use_cache=use_cache, fail_fast=fail_fast, progress=progress, command=command, jobs=jobs,
-                 log=log, executor=spec)
+                 log=log, executor=spec, write_report=False)
     try:
-        reported = len(result.failures)
-        pages = write_pages(result)
+        pages = write_pages(result)  # pages that cannot be made are failures of the run
         mkdocs_config = write_mkdocs_config(result)
-        if len(result.failures) > reported:  # pages that could not be made join the run report
-            write_run_report(result, config.output / "run_report.json")
     except OSError as exc:
         if write_fault(exc) is None:
             raise
         raise OutputWriteError(f"cannot write the pages in {config.output}: {exc.strerror}", result) from None
+    finally:
+        save_run_report(result)  # once, with every failure in it (pages that could not be made included)
     outcome = BuildResult(run=result, pages=pages)
     if site:
         try:

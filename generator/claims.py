@@ -66,11 +66,8 @@ def _display(result: RunResult) -> dict[str, str]:
 
 
 def _attention_rows(result: RunResult, claim_id: str) -> list[dict]:
-    family = "vit" if claim_id in _VIT else "swin"
     rows = []
-    for r in _by_section(result, "stats"):
-        if r.meta["family"] != family:
-            continue
+    for r in _by_section(result, "stats"):  # a claim's finding is in the records of the models it is about
         finding = next((f for f in r.meta["findings"] if f["claim_id"] == claim_id), None)
         if finding is None:
             continue
@@ -85,7 +82,7 @@ def _attention_rows(result: RunResult, claim_id: str) -> list[dict]:
             text, label = _fmt(number["mean"], number["low"], number["high"], r.meta["n_images"]), number["label"]
         rows.append(_row(r.meta["model_display"], finding, text, label))
     if not rows:
-        why = "the statistics section is off" if not _enabled(result, "stats") else f"no {family.upper()} model is configured"
+        why = "the statistics section is off" if not _enabled(result, "stats") else f"no {'VIT' if claim_id in _VIT else 'SWIN'} model is configured"
         rows.append(_row("—", not_testable(claim_id, why), "—"))
     return rows
 

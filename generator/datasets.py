@@ -13,6 +13,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
+from .images import IMAGE_SUFFIXES
 from .outcomes import JobSkipped
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "materialise_builtin",
 ]
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 TRAIN_NAMES = ("train", "training")
 VAL_NAMES = ("val", "valid", "validation")
 TEST_NAMES = ("test", "testing")

@@ -59,7 +59,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .attention import vit_attention, vit_token_layout
+from .families import family_of
 from .rollout import attention_rollout
 from .swin import full_attention_from_windows, merge_matrix, window_attention
 
@@ -250,7 +250,7 @@ class ExplorerData:
     """Every block's attention for one image × model, plus what the page needs to draw it.
 
     Attributes:
-        family: "vit" or "swin".
+        family: the model's family adapter name (:mod:`generator.families`).
         blocks: in forward order.
         prefix_names: the ViT's leading non-patch tokens ("CLS", …); () for Swin.
         image_size: (H, W) of the model input in pixels.
@@ -266,10 +266,6 @@ class ExplorerData:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _pair(v) -> tuple[int, int]:
-    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def vit_explorer_data(model: torch.nn.Module, x: torch.Tensor, index: int = 0) -> ExplorerData:
     """Capture a timm ViT's attention for item ``index`` of the batch ``x``.
 
@@ -281,14 +277,15 @@ def vit_explorer_data(model: torch.nn.Module, x: torch.Tensor, index: int = 0) -
     Returns:
         :class:`ExplorerData` with one (heads, N, N) block per transformer block.
     """
-    layout = vit_token_layout(model)
+    family = family_of(model)
+    layout = family.token_layout(model)
     with torch.inference_mode():
-        _, attn = vit_attention(model, x)  # blocks, batch, heads, N, N
+        _, attn = family.attention(model, x)  # blocks, batch, heads, N, N
     item = attn[:, index].float().cpu().numpy()
     blocks = tuple(ExplorerBlock(attn=item[b], grid=layout.grid, index_in_stage=b) for b in range(item.shape[0]))
-    return ExplorerData(family="vit", blocks=blocks, prefix_names=layout.prefix_names,
+    return ExplorerData(family=family_of(model).name, blocks=blocks, prefix_names=layout.prefix_names,
                         image_size=(int(x.shape[-2]), int(x.shape[-1])),
-                        patch_size=_pair(model.patch_embed.patch_size))
+                        patch_size=family_of(model).patch_size(model))
 
 
 def swin_explorer_data(model: torch.nn.Module, x: torch.Tensor, index: int = 0) -> ExplorerData:
@@ -305,9 +302,9 @@ def swin_explorer_data(model: torch.nn.Module, x: torch.Tensor, index: int = 0) 
         full = full_attention_from_windows(attention[key][index : index + 1], g)  # 1, heads, N, N
         blocks.append(ExplorerBlock(attn=full[0].float().cpu().numpy(), grid=tuple(g.grid), stage=key[0],
                                     index_in_stage=key[1], window=tuple(g.window), shift=tuple(g.shift)))
-    return ExplorerData(family="swin", blocks=tuple(blocks), prefix_names=(),
+    return ExplorerData(family=family_of(model).name, blocks=tuple(blocks), prefix_names=(),
                         image_size=(int(x.shape[-2]), int(x.shape[-1])),
-                        patch_size=_pair(model.patch_embed.patch_size))
+                        patch_size=family_of(model).patch_size(model))
 
 
 # ----------------------------------------------------------------------------------------------

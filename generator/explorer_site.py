@@ -18,7 +18,6 @@ page whatever ``use_directory_urls`` says.
 
 from __future__ import annotations
 
-import html
 import io
 import re
 import shutil
@@ -40,8 +39,6 @@ __all__ = [
     "ExplorerPage",
     "copy_assets_to",
     "explorer_key",
-    "explorer_placeholder",
-    "mkdocs_extra",
     "write_explorer",
     "write_explorer_assets",
 ]
@@ -60,7 +57,7 @@ class ExplorerPage:
         key: registry key and URL-state id, ``"<model>--<image>"``.
         manifest: the manifest.js path relative to the docs root (POSIX).
         folder: the explorer's folder relative to the docs root.
-        family: "vit" or "swin".
+        family: the model's family adapter name (:mod:`generator.families`).
         files: name → size in bytes of every file written.
         first_load_bytes: manifest.js + image.png + the first block's .js (the assets not counted).
         total_bytes: all files of this explorer.
@@ -141,21 +138,6 @@ def write_explorer_assets(docs_dir: Path) -> list[Path]:
         write_if_changed(target, (ASSETS_DIR / name).read_bytes())
         written.append(target)
     return written
-
-
-def mkdocs_extra() -> dict[str, list[str]]:
-    """The mkdocs config entries that load the explorer on every page (paths relative to docs_dir)."""
-    return {"extra_javascript": [f"{ASSET_PREFIX}/explorer.js"], "extra_css": [f"{ASSET_PREFIX}/explorer.css"]}
-
-
-def explorer_placeholder(page: ExplorerPage, label: str = "") -> str:
-    """The raw-HTML placeholder explorer.js turns into the explorer (a block of its own in Markdown:
-    surround it with blank lines). ``label`` (e.g. the model's display name) is escaped."""
-    label = label or page.key
-    return (f'<div class="vit-explorer" data-manifest="{html.escape(page.manifest, quote=True)}" '
-            f'data-key="{html.escape(page.key, quote=True)}" aria-label="Attention explorer: '
-            f'{html.escape(label, quote=True)}"><noscript>The attention explorer needs JavaScript.'
-            f"</noscript></div>")
 
 
 def copy_assets_to(folder: Path) -> None:

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, fields
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ._version import __version__
 from .atomic import atomic_write_text
@@ -23,7 +23,8 @@ from .settings import ModelConfig
 
 __all__ = ["Family", "ModelIdentity", "WeightsError", "identity_key", "read_memo", "write_memo"]
 
-Family = Literal["vit", "swin"]
+#: A registered model family's name (:mod:`generator.families`), as results and cache keys record it.
+Family = str
 
 
 class WeightsError(RuntimeError):
@@ -35,7 +36,7 @@ class ModelIdentity:
     """What is known about a model without running it.
 
     Attributes:
-        family: "vit" or "swin".
+        family: the name of the model's family adapter (:func:`generator.families.family_of`).
         data_config: timm's resolved data config (input_size, mean, std, interpolation, crop).
         class_names: one name per output class.
         weights_sha256: SHA-256 over the state dict (names, dtypes, shapes, bytes).

@@ -66,6 +66,18 @@ class LoadedModel:
 
     # identity, by name
     family = property(lambda self: self.identity.family)
+
+    @property
+    def adapter(self) -> Any:
+        """The model's family adapter (:mod:`generator.families`), found by the family's name."""
+        from .families import family_named
+
+        return family_named(self.family)
+
+    def has(self, capability: str) -> bool:
+        """Whether the model's family provides ``capability`` (:data:`generator.families.CAPABILITIES`)."""
+        return capability in self.adapter.capabilities
+
     data_config = property(lambda self: self.identity.data_config)
     class_names = property(lambda self: self.identity.class_names)
     weights_sha256 = property(lambda self: self.identity.weights_sha256)

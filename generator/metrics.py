@@ -28,7 +28,6 @@ __all__ = [
     "pixel_order_map",
     "road_scores",
     "perturbation_curve",
-    "random_baseline",
     "randomise_top",
     "rank_correlation",
 ]
@@ -134,19 +133,6 @@ def auc(fractions: np.ndarray, probs: np.ndarray) -> float:
     return float(np.sum((fractions[1:] - fractions[:-1]) * (probs[1:] + probs[:-1]) / 2.0))
 
 
-def random_baseline(predict: Predict, x: torch.Tensor, baseline: torch.Tensor, grid: tuple[int, int], target: int,
-                    seeds: list[int], step: int = 1, batch_size: int = 32) -> dict[str, dict[str, float]]:
-    """Deletion and insertion AUC of random cell orders: mean and standard deviation over ``seeds``."""
-    out: dict[str, list[float]] = {"deletion": [], "insertion": []}
-    dummy = np.zeros(grid)
-    for seed in seeds:
-        order = np.random.default_rng(seed).permutation(grid[0] * grid[1])
-        for mode in out:
-            f, p = perturbation_curve(predict, x, baseline, dummy, target, mode, step, batch_size, order=order)
-            out[mode].append(auc(f, p))
-    return {mode: {"mean": float(np.mean(v)), "std": float(np.std(v))} for mode, v in out.items()}
-
-
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     """Spearman rank correlation between two maps of the same shape (0 if either is constant)."""
     a, b = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
@@ -174,13 +160,10 @@ def randomise_top(model: torch.nn.Module, blocks: int = 2, seed: int = 0) -> tor
 
 
 def _reinitialise_top(clone: torch.nn.Module, blocks: int) -> None:
-    targets = [clone.get_classifier()]
-    if hasattr(clone, "blocks"):  # ViT
-        targets += list(clone.blocks)[-blocks:]
-    elif hasattr(clone, "layers"):  # Swin: the last blocks, counted across stages from the end
-        all_blocks = [b for stage in clone.layers for b in stage.blocks]
-        targets += all_blocks[-blocks:]
-    for module in targets:
+    """Re-initialise what the family adapter names: the classifier head and the last ``blocks`` blocks."""
+    from .families import family_of
+
+    for module in family_of(clone).randomise_targets(clone, blocks):
         for sub in module.modules():
             if isinstance(sub, torch.nn.Linear):
                 torch.nn.init.trunc_normal_(sub.weight, std=0.02)

@@ -19,14 +19,13 @@ import numpy as np
 import timm
 import torch
 from timm.data import ImageNetInfo, infer_imagenet_subset, resolve_model_data_config
-from timm.models.swin_transformer import SwinTransformer
-from timm.models.vision_transformer import VisionTransformer
 
 from . import embedded  # noqa: F401  (registers the embedded models with timm)
 from .settings import ModelConfig
+from .families import family_of
 from .identity import Family, ModelIdentity, WeightsError
 
-__all__ = ["Family", "WeightsError", "forward_flops", "load_module", "model_structure", "preprocess",
+__all__ = ["Family", "WeightsError", "forward_flops", "load_module", "preprocess",
            "resolve_device", "state_dict_sha256"]
 
 def forward_flops(module: torch.nn.Module, input_size: tuple[int, int], device: torch.device | str = "cpu") -> int:
@@ -54,18 +53,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ValueError("device 'mps' requested but it is not available")
     return torch.device(name)
-
-
-def model_family(module: torch.nn.Module) -> Family:
-    """Which explanation family a timm model belongs to; raise for anything else."""
-    if isinstance(module, VisionTransformer):
-        return "vit"
-    if isinstance(module, SwinTransformer):
-        return "swin"
-    raise WeightsError(
-        f"{type(module).__name__} is neither a timm VisionTransformer nor a SwinTransformer; "
-        "this gallery explains those two families only"
-    )
 
 
 def state_dict_sha256(module: torch.nn.Module) -> str:
@@ -142,7 +129,7 @@ def load_module(config: ModelConfig, device: torch.device | str = "cpu") -> tupl
     else:  # validated by config; kept for direct callers
         raise WeightsError(f"model {config.name!r}: unknown weights source {config.weights!r}")
 
-    family = model_family(module)
+    family = family_of(module)
     module.eval()
     sha = state_dict_sha256(module)
     device = resolve_device(device) if isinstance(device, str) else device
@@ -150,13 +137,13 @@ def load_module(config: ModelConfig, device: torch.device | str = "cpu") -> tupl
     data_config = resolve_model_data_config(module)
     class_names = resolve_class_names(config, module)
     return module, ModelIdentity(
-        family=family,
+        family=family.name,
         data_config=data_config,
         class_names=class_names,
         weights_sha256=sha,
         source=source,
         random_weights=kind == "random",
-        structure=model_structure(module, family),
+        structure=family.structure(module),
         timm_name=timm_name(module, config.arch),
     )
 
@@ -166,17 +153,6 @@ def timm_name(module: torch.nn.Module, arch: str) -> str:
     cfg = getattr(module, "pretrained_cfg", None) or {}
     base = cfg.get("architecture") or arch.partition(".")[0]
     return f"{base}.{cfg['tag']}" if cfg.get("tag") else arch
-
-
-def model_structure(module: torch.nn.Module, family: Family) -> str:
-    """Blocks, heads and grid in words, for the pages."""
-    if family == "vit":
-        return (f"{len(module.blocks)} blocks × {module.blocks[0].attn.num_heads} heads, "
-                f"patch grid {tuple(module.patch_embed.grid_size)}")
-    depths = [len(stage.blocks) for stage in module.layers]
-    heads = [stage.blocks[0].attn.num_heads for stage in module.layers]
-    return (f"{len(depths)} stages of {'-'.join(map(str, depths))} blocks, "
-            f"{'-'.join(map(str, heads))} heads, window {tuple(module.layers[0].blocks[0].window_size)}")
 
 
 def check_architecture(config: ModelConfig) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .render.text import plural
+
 __all__ = ["JobSkipped", "Skip"]
 
 
@@ -26,9 +28,6 @@ class Skip:
     reason: str
 
 
-def plural(count: int, word: str) -> str:
-    """``1 image``, ``2 images``."""
-    return f"{count} {word}{'' if count == 1 else 's'}"
 
 
 def skip_lines(skipped: list[Skip]) -> list[str]:

@@ -12,8 +12,9 @@ from ._version import __version__
 from .cache import Record, cache_key
 from .settings import GalleryConfig
 from .images import ImageItem, slugify, slugify_name, unique_slugs
-from .loaded_model import LoadedModel
 from .inputs import ModelInput, prepare_input
+from .loaded_model import LoadedModel
+from .outcomes import Skip
 from .sections import Section
 
 
@@ -105,6 +106,17 @@ def plan_model(model: LoadedModel, sections: list[Section], images: list[ImageIt
                 key, compute = "", _raiser(exc)
             work.append(PlannedJob(section, Job(section.name, model.name, slugify(unit) or "unit", key), unit, compute))
     return work
+
+
+def not_applicable(model: LoadedModel, sections: list[Section]) -> list[Skip]:
+    """The sections ``model`` is skipped for, each with what it needs that the model's family lacks."""
+    skips = []
+    for section in sections:
+        lacks = section.missing(model)
+        if lacks:
+            skips.append(Skip(section=section.name, model=model.name, unit="",
+                              reason=f"needs {', '.join(lacks)}, which the {model.family} family lacks"))
+    return skips
 
 
 def compute_job(section: Section, model: LoadedModel, target: ImageItem | str) -> Record:

@@ -2,7 +2,7 @@
 
 A method (attention rollout, gradient rollout, Swin rollout, LIME, Grad-CAM, …) is a subclass of
 :class:`RelevanceMethod` registered with :func:`register_method`. It declares which model
-families it explains, its own settings (the ``[methods.<name>]`` table of the config) and
+needs it has of a model (a class token, windows, …: :mod:`generator.families`), its own settings (the ``[methods.<name>]`` table of the config) and
 ``map(model, inputs, target) -> (h, w)`` relevance for one image and one class. Comparisons
 (the faithfulness chapter, the maps grid on image pages) iterate over the registry and read
 maps through :class:`RelevanceStore`, which caches each map by content; they never compute
@@ -58,8 +58,8 @@ class RelevanceMethod(ABC):
     name: ClassVar[str]
     #: How pages and tables name the map.
     label: ClassVar[str]
-    #: Model families the method explains.
-    families: ClassVar[tuple[str, ...]] = ("vit", "swin")
+    #: What the method needs from a model (:data:`generator.families.CAPABILITIES`).
+    needs: ClassVar[frozenset[str]] = frozenset({"classifier-head"})
     #: The method's settings class (``enabled`` plus its parameters, with their limits).
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
     #: Bump when the computation changes, so cached maps are recomputed.
@@ -95,13 +95,24 @@ class RelevanceMethod(ABC):
         return bool(self.settings.enabled)
 
     def applies_to(self, model: LoadedModel) -> bool:
-        return model.family in self.families
+        from .families import missing_needs
+
+        return not missing_needs(self.needs, model.family)
 
     def params(self) -> dict[str, Any]:
         """Everything that changes this map besides the model, image and target; part of its cache key."""
         values = self.settings.model_dump()
         values.pop("enabled", None)
         return {"method_version": self.version, "variant": self.variant, **values}
+
+    def passes(self, module: Any, batch: int, x: Any) -> list[tuple[int, int, str]] | None:
+        """The forward/backward passes one map needs, for ``make bench``: (count, batch, kind) groups with
+        kinds from :data:`generator.devtools.bench.PASS_KINDS`; None (the default): not benched.
+
+        Args:
+            module: the model's module; batch: the model's "auto" batch size; x: (1, 3, H, W) input.
+        """
+        return None
 
     @abstractmethod
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:

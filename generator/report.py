@@ -12,7 +12,8 @@ from typing import Any, Iterable
 from ._version import __version__
 from .atomic import atomic_write_text
 from .loaded_model import environment_threads
-from .outcomes import plural, skip_lines
+from .outcomes import skip_lines
+from .render.text import plural
 from .results import RunResult
 
 
@@ -52,6 +53,7 @@ def run_report_dict(result: RunResult) -> dict[str, Any]:
         "cache": result.cache_stats,
         "failures": [asdict(f) for f in result.failures],
         "skipped": [asdict(s) for s in result.skipped],
+        "not_applicable": [asdict(s) for s in result.not_applicable],
         "failures_per_worker": failures_per_worker(result),
         "executor": result.executor,
         "dataset": result.dataset,

@@ -91,6 +91,9 @@ class RunResult:
     environment: dict[str, str] = field(default_factory=dict)
     #: Jobs whose input is absent (a dataset not downloaded): not failures unless --strict.
     skipped: list[Skip] = field(default_factory=list)
+    #: Sections a model is skipped for because its family lacks what they need (a class token,
+    #: windows, …): expected, so neither a failure nor a skip of --strict.
+    not_applicable: list[Skip] = field(default_factory=list)
     #: How compute ran (:meth:`generator.executors.ExecutorSpec.describe`).
     executor: dict[str, Any] = field(default_factory=dict)
     #: Of ``section_seconds``, the time spent drawing figures (in the drawing processes with ``--jobs N``).

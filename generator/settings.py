@@ -241,8 +241,3 @@ class GalleryConfig(Settings):
     methods: Any = None
     #: The file this config came from (None when built in code).
     source: Path | None = None
-
-
-def dump(settings: BaseModel) -> dict[str, Any]:
-    """Plain values of a settings table (tuples kept), for cache keys and pages."""
-    return settings.model_dump()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, WindowAttention
+from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
 
 from .attention import AttentionCaptureError
 from .rollout import attention_rollout
@@ -64,10 +64,11 @@ class BlockGeometry:
 
 def swin_blocks(model: torch.nn.Module) -> dict[BlockKey, SwinTransformerBlock]:
     """Every Swin block by (stage, block); raise if the model has none."""
-    if not isinstance(model, SwinTransformer):
-        raise AttentionCaptureError(f"{type(model).__name__} is not a timm SwinTransformer")
+    stages = getattr(model, "layers", None)
+    if stages is None:
+        raise AttentionCaptureError(f"{type(model).__name__} has no stages of window blocks (model.layers) to hook")
     blocks = {}
-    for s, stage in enumerate(model.layers):
+    for s, stage in enumerate(stages):
         for b, block in enumerate(stage.blocks):
             if not isinstance(block, SwinTransformerBlock) or not isinstance(block.attn, WindowAttention):
                 raise AttentionCaptureError(f"stage {s} block {b} is {type(block).__name__}, not a Swin block")

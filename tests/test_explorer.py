@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import functools
 import http.server
+import html
 import json
 import os
 import re
@@ -36,9 +37,8 @@ from generator.explorer import (
 from generator.explorer_site import (
     ASSET_FILES,
     ASSETS_DIR,
+    ASSET_PREFIX,
     copy_assets_to,
-    explorer_placeholder,
-    mkdocs_extra,
     write_explorer,
     write_explorer_assets,
 )
@@ -58,6 +58,24 @@ _REGISTER = re.compile(r'^VitExplorer\.register\("([^"]+)", "([A-Za-z0-9+/=]*)"\
 
 # ------------------------------------------------------------------------------------------------
 # helpers
+
+
+# The page harness: what the site's template and mkdocs config do, for standalone test pages.
+
+
+def mkdocs_extra() -> dict[str, list[str]]:
+    """The mkdocs config entries that load the explorer on every page (paths relative to docs_dir)."""
+    return {"extra_javascript": [f"{ASSET_PREFIX}/explorer.js"], "extra_css": [f"{ASSET_PREFIX}/explorer.css"]}
+
+
+def explorer_placeholder(page: ExplorerPage, label: str = "") -> str:
+    """The raw-HTML placeholder explorer.js turns into the explorer (a block of its own in Markdown:
+    surround it with blank lines). ``label`` (e.g. the model's display name) is escaped."""
+    label = label or page.key
+    return (f'<div class="vit-explorer" data-manifest="{html.escape(page.manifest, quote=True)}" '
+            f'data-key="{html.escape(page.key, quote=True)}" aria-label="Attention explorer: '
+            f'{html.escape(label, quote=True)}"><noscript>The attention explorer needs JavaScript.'
+            f"</noscript></div>")
 
 
 def seeded_view(seed: int = 0, size: int = 28) -> np.ndarray:
@@ -317,10 +335,6 @@ def test_write_explorer_files_placeholder_template_and_assets(tmp_path, captured
     assert (folder / "notes.txt").exists()
     with pytest.raises(ValueError):
         write_explorer(tmp_path, "../evil", "vit-fmnist", data, view)
-
-    html = explorer_placeholder(page, 'Model "<b>&"')
-    assert 'data-manifest="explorer/vit-fmnist/synthetic-0/manifest.js"' in html
-    assert "&lt;b&gt;&amp;" in html and "<b>" not in html
 
     from generator.site import make_environment
 

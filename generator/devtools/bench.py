@@ -763,11 +763,11 @@ def _passes(module: torch.nn.Module, x: torch.Tensor, target: int, count: int, b
     what ``kind`` (one of :data:`PASS_KINDS`) names and nothing more."""
     from ..attention import unfused_attention
     from ..methods.cam import cam_target_layer
-    from ..methods.common import detect_family, gradients_only_for
+    from ..methods.common import gradients_only_for
 
     if kind not in PASS_KINDS:
         raise ValueError(f"unknown pass kind {kind!r}")
-    layer = cam_target_layer(module, detect_family(module)) if kind == "layer-gradient" else None
+    layer = cam_target_layer(module) if kind == "layer-gradient" else None
     for start in range(0, count, batch):
         n = min(batch, count - start)
         if kind == "forward":  # a batch in memory, as a method's perturbed copies are (not a stride-0 view)
@@ -790,46 +790,6 @@ def _passes(module: torch.nn.Module, x: torch.Tensor, target: int, count: int, b
                     torch.autograd.grad(module(inp)[:, target].sum(), inp)
 
 
-def method_passes(name: str, settings, module: torch.nn.Module, batch: int, x: torch.Tensor) -> list[tuple[int, int, str]]:
-    """The passes a method needs on one image: (count, batch, kind) groups, kinds from :data:`PASS_KINDS`.
-
-    Grad-CAM, HiResCAM, Grad-CAM++: 1 forward with the gradient at the target layer (the last
-    block's ``norm1``; no CAM reads anything below it). EigenCAM: 1 forward. Score-CAM: 1 forward
-    + one per channel of the target layer. Integrated Gradients: ``n_steps`` input gradients.
-    SmoothGrad: ``nt_samples`` input gradients. Occlusion: 1 + one forward per window. KernelSHAP:
-    ``n_samples`` forwards. LRP: 1 input gradient through the explicit attention path (CP-LRP
-    holds the attention probabilities constant, so they must exist as tensors; timm's fused kernel
-    never forms them).
-    """
-    from ..methods.common import detect_family, patch_size
-
-    def size(value):
-        return batch if value == "auto" else value
-
-    if name in ("grad-cam", "hirescam", "grad-cam-plusplus"):
-        return [(1, 1, "layer-gradient")]
-    if name == "lrp":
-        return [(1, 1, "input-gradient-explicit-attention")]
-    if name == "eigencam":
-        return [(1, 1, "forward")]
-    if name == "score-cam":
-        family = detect_family(module)
-        channels = module.blocks[-1].norm1.normalized_shape[0] if family == "vit" else \
-            module.layers[-1].blocks[-1].norm1.normalized_shape[0]
-        return [(1, 1, "forward"), (channels, size(settings.batch_size), "forward")]
-    if name == "integrated-gradients":
-        return [(settings.n_steps, size(settings.internal_batch_size), "input-gradient")]
-    if name == "smoothgrad":
-        return [(settings.nt_samples, size(settings.batch_size), "input-gradient")]
-    if name == "occlusion":
-        ph, pw = patch_size(module) if settings.window == "patch" else settings.window
-        windows = (x.shape[-2] // ph) * (x.shape[-1] // pw)
-        return [(1, 1, "forward"), (windows, size(settings.batch_size), "forward")]
-    if name == "kernel-shap":  # captum's first two coalitions are the whole and the empty input: no extra pass
-        return [(settings.n_samples, size(settings.batch_size), "forward")]
-    raise ValueError(f"no pass count for {name!r}")
-
-
 def bench_methods(scale: Scale, repeats: int, workdir: Path) -> list[dict]:
     """Each library method through the registry against the forward/backward passes it needs, alone.
 
@@ -840,7 +800,6 @@ def bench_methods(scale: Scale, repeats: int, workdir: Path) -> list[dict]:
     one repeat of the lightest settings on the embedded ViT.
     """
     from ..loaded_model import load_model
-    from ..methods.registered import LIBRARY_METHODS
     from ..relevance import RelevanceStore, map_specs
     from ..settings import ModelConfig
 
@@ -858,10 +817,10 @@ def bench_methods(scale: Scale, repeats: int, workdir: Path) -> list[dict]:
         inputs = ModelInput(view=np.zeros((*size, 3), np.uint8), x=x[0])
         batch = model.batch_size("auto")
         image = type("Image", (), {"sha256": "bench", "slug": "bench"})()
-        for spec in map_specs(cfg, model):
-            if spec.method.name not in LIBRARY_METHODS:
+        for spec in map_specs(cfg, model):  # every registered method that states its passes
+            passes = spec.method.passes(model.module, batch, x)
+            if passes is None:
                 continue
-            passes = method_passes(spec.method.name, spec.method.settings, model.module, batch, x)
 
             def ours(spec=spec):
                 RelevanceStore(None).get(spec, model, image, inputs, target)

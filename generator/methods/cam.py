@@ -7,7 +7,7 @@ Target layer: the last block's ``norm1`` (the input to its attention), as the li
 Swin examples do. Its output is
 
 * ViT: (B, prefix + h·w, C) tokens. The prefix tokens (class, distillation, registers: their number
-  from :func:`generator.attention.vit_token_layout`) are dropped and the rest reshaped to the
+  from the family adapter's token layout) are dropped and the rest reshaped to the
   (h, w) patch grid.
 * Swin: (B, h, w, C) channels-last on the last stage's grid; permuted to channels-first.
 
@@ -42,8 +42,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 
-from ..attention import vit_token_layout
-from .common import Family, detect_family, gradients_only_for, model_grid, preserved_model_state, targets_tensor
+from .common import Family, detect_family, gradients_only_for, preserved_model_state, targets_tensor
 
 __all__ = [
     "CAM_METHODS",
@@ -60,40 +59,14 @@ __all__ = [
 Size = Literal["grid", "input"]
 
 
-def cam_target_layer(model: torch.nn.Module, family: Family) -> torch.nn.Module:
-    """The last block's ``norm1``: ``model.blocks[-1].norm1`` (ViT), ``model.layers[-1].blocks[-1].norm1`` (Swin)."""
-    if family == "vit":
-        blocks = getattr(model, "blocks", None)
-        if blocks is None or len(blocks) == 0:
-            raise ValueError(f"{type(model).__name__} has no blocks to take a CAM target layer from")
-        return blocks[-1].norm1
-    return model.layers[-1].blocks[-1].norm1
+def cam_target_layer(model: torch.nn.Module, family: Family | None = None) -> torch.nn.Module:
+    """The family adapter's CAM target layer (the last block's ``norm1`` for ViT and Swin)."""
+    return detect_family(model, family).cam_target_layer(model)
 
 
-def cam_reshape_transform(model: torch.nn.Module, family: Family) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The function that turns the target layer's output into a (B, C, h, w) feature map.
-
-    ViT: (B, prefix + h·w, C) → drop the prefix tokens → (B, C, h, w), with the grid and prefix count
-    read from the model. Swin: (B, h, w, C) → (B, C, h, w).
-    """
-    if family == "vit":
-        layout = vit_token_layout(model)
-        prefix, (h, w) = layout.num_prefix_tokens, layout.grid
-
-        def vit_transform(tokens: torch.Tensor) -> torch.Tensor:
-            b, n, c = tokens.shape
-            if n != prefix + h * w:
-                raise ValueError(f"target layer gave {n} tokens; the layout expects {prefix} + {h}×{w}")
-            return tokens[:, prefix:, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
-
-        return vit_transform
-
-    def swin_transform(features: torch.Tensor) -> torch.Tensor:
-        if features.ndim != 4:
-            raise ValueError(f"expected (B, h, w, C) Swin features, got shape {tuple(features.shape)}")
-        return features.permute(0, 3, 1, 2)
-
-    return swin_transform
+def cam_reshape_transform(model: torch.nn.Module, family: Family | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The family adapter's reshape: the target layer's output → a (B, C, h, w) feature map."""
+    return detect_family(model, family).cam_reshape(model)
 
 
 def run_cam(cam_class: type, model: torch.nn.Module, x: torch.Tensor, targets: Sequence[int], *,
@@ -105,7 +78,7 @@ def run_cam(cam_class: type, model: torch.nn.Module, x: torch.Tensor, targets: S
         model: a timm VisionTransformer or SwinTransformer.
         x: (B, 3, H, W) normalised input.
         targets: B class indices, one per image.
-        family: "vit" or "swin"; detected from the model when None.
+        family: a registered family's name; the model's own adapter when None.
         size: "grid" for the (B, h, w) token-grid map, "input" for the library's (B, H, W) output.
         batch_size: ScoreCAM only: masked images per forward pass (the library's default is 16).
 
@@ -115,14 +88,14 @@ def run_cam(cam_class: type, model: torch.nn.Module, x: torch.Tensor, targets: S
     """
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    family = detect_family(model, family)
+    adapter = detect_family(model, family)
     targets_tensor(targets, x.shape[0], x.device)  # validates the count
-    grid = model_grid(model, family)
-    layer = cam_target_layer(model, family)
+    grid = adapter.token_layout(model).grid
+    layer = adapter.cam_target_layer(model)
     with preserved_model_state(model), gradients_only_for(model, layer) as layer_has_parameters:
         if not layer_has_parameters:  # its output requires gradients only through the input
             x = x.detach().requires_grad_(True)
-        cam = cam_class(model=model, target_layers=[layer], reshape_transform=cam_reshape_transform(model, family))
+        cam = cam_class(model=model, target_layers=[layer], reshape_transform=adapter.cam_reshape(model))
         try:
             if batch_size is not None:
                 cam.batch_size = int(batch_size)

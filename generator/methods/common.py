@@ -11,10 +11,8 @@ from typing import Iterator, Literal, Sequence, Union
 
 import numpy as np
 import torch
-from timm.models.swin_transformer import SwinTransformer
-from timm.models.vision_transformer import VisionTransformer
 
-from ..attention import vit_token_layout
+from ..families import ModelFamily, family_named, family_of
 
 __all__ = [
     "Family",
@@ -31,46 +29,31 @@ __all__ = [
     "targets_tensor",
 ]
 
-Family = Literal["vit", "swin"]
+#: A registered family's name (:mod:`generator.families`); None lets the model's adapter be found.
+Family = str
 Baseline = Union[Literal["black", "blur", "mean"], torch.Tensor]
 
 
-def detect_family(model: torch.nn.Module, family: Family | None = None) -> Family:
-    """``family`` if given (checked), else "vit" for a timm VisionTransformer, "swin" for a SwinTransformer.
+def detect_family(model: torch.nn.Module, family: Family | None = None) -> ModelFamily:
+    """The family adapter named ``family`` if given, else the one that explains ``model``.
 
     Raises:
-        ValueError: an unknown family, or a model of neither kind.
+        generator.families.UnsupportedModelError: an unknown family name, or a model no family explains.
     """
-    if family is not None:
-        if family not in ("vit", "swin"):
-            raise ValueError(f"unknown family {family!r}: use 'vit' or 'swin'")
-        return family
-    if isinstance(model, VisionTransformer):
-        return "vit"
-    if isinstance(model, SwinTransformer):
-        return "swin"
-    raise ValueError(f"cannot tell the family of {type(model).__name__}; pass family='vit' or 'swin'")
+    return family_named(family) if family is not None else family_of(model)
 
 
-def model_grid(model: torch.nn.Module, family: Family) -> tuple[int, int]:
-    """(h, w) token grid that grid-level maps live on.
+def model_grid(model: torch.nn.Module, family: Family | None = None) -> tuple[int, int]:
+    """(h, w) token grid that grid-level maps live on, from the family adapter's token layout.
 
-    ViT: the patch grid from :func:`generator.attention.vit_token_layout`. Swin: the grid of the
-    last stage (the input grid halved by every patch merging), read from the last block's geometry.
+    ViT: the patch grid. Swin: the grid of the last stage (the input grid halved by every patch merging).
     """
-    if family == "vit":
-        return vit_token_layout(model).grid
-    h, w = (int(g) for g in model.patch_embed.grid_size)
-    for stage in model.layers:
-        if not isinstance(stage.downsample, torch.nn.Identity):
-            h, w = (h + 1) // 2, (w + 1) // 2
-    return h, w
+    return detect_family(model, family).token_layout(model).grid
 
 
 def patch_size(model: torch.nn.Module) -> tuple[int, int]:
-    """(ph, pw) pixel size of one patch of the model's patch embedding."""
-    size = model.patch_embed.patch_size
-    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    """(ph, pw) pixel size of one patch of the model's patch embedding (the family adapter's answer)."""
+    return family_of(model).patch_size(model)
 
 
 def input_normalisation(model: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -200,7 +200,7 @@ def lrp_relevance(model: torch.nn.Module, x: torch.Tensor, targets: Sequence[int
     backward pass per image (the per-image share of the shared bias parameters needs it).
 
     Args:
-        model: a timm VisionTransformer or SwinTransformer in eval mode.
+        model: a model whose family adapter supports LRP (timm ViT and Swin), in eval mode.
         x: (B, 3, H, W) normalised input.
         targets: B class indices.
         tolerance: largest allowed residual; default 1e-9 for float64, 1e-3 otherwise.
@@ -212,7 +212,9 @@ def lrp_relevance(model: torch.nn.Module, x: torch.Tensor, targets: Sequence[int
         LRPError: unsupported modules, an attention module that did not run its explicit path, or a
             residual above ``tolerance`` (an unhandled nonlinearity or additive constant).
     """
-    detect_family(model, family)
+    adapter = detect_family(model, family)
+    if not adapter.lrp_supported:
+        raise LRPError(f"the {adapter.name} family ({type(model).__name__}) does not support CP-LRP")
     target = targets_tensor(targets, x.shape[0], x.device)
     if tolerance is None:
         tolerance = 1e-9 if x.dtype == torch.float64 else 1e-3

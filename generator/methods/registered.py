@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 import numpy as np
-from pydantic import Field, Strict, field_validator
+from pydantic import AfterValidator, Field, Strict
 
-from ..relevance import MethodSettings, RelevanceMap, RelevanceMethod, register_method
+from ..relevance import MethodSettings, RelevanceMap, RelevanceMethod, register_method, registered_methods
 from ..settings import BatchSize, Float, Int
 
 if TYPE_CHECKING:
@@ -47,6 +47,10 @@ def _positive_batch(value):
     return value
 
 
+#: Inputs per forward pass: a positive integer, or "auto" (the model's batch rule).
+PositiveBatch = Annotated[BatchSize, AfterValidator(_positive_batch)]
+
+
 class _LibraryMethod(RelevanceMethod):
     """Shared ``map``: the wrapper on a batch of one image, its map for that image, unchanged."""
 
@@ -59,6 +63,10 @@ class _LibraryMethod(RelevanceMethod):
 
     def meta(self, model: LoadedModel, x: torch.Tensor, target: int) -> dict[str, Any]:
         return {"resolution": self.resolution}
+
+    def batch(self, value: int | str, auto: int) -> int:
+        """A batch-size setting as the bench counts it: ``auto`` stands for the model's rule."""
+        return auto if value == "auto" else int(value)
 
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
         x = inputs.x[None].to(model.device)
@@ -80,6 +88,10 @@ class CamMethod(_LibraryMethod):
         from .cam import CAM_METHODS
 
         return CAM_METHODS[self.wrapper](model.module, x, targets, family=model.family, size="grid")
+
+    def passes(self, module, batch, x):
+        """One forward with the gradient at the target layer (no CAM reads anything below it)."""
+        return [(1, 1, "layer-gradient")]
 
 
 @register_method
@@ -117,17 +129,15 @@ class EigenCamMethod(CamMethod):
     description = ("EigenCAM (pytorch-grad-cam): the last block's norm1 tokens projected on their first principal "
                    "component; class-agnostic, and the component's sign is the SVD's")
 
+    def passes(self, module, batch, x):
+        return [(1, 1, "forward")]
+
 
 class ScoreCamSettings(MethodSettings):
     """Score-CAM. Costly: one forward pass per channel of the target layer (768 for ViT-B/16, per image)."""
 
     #: Masked images per forward pass; "auto": the model's batch rule.
-    batch_size: BatchSize = "auto"
-
-    @field_validator("batch_size")
-    @classmethod
-    def _check_batch(cls, value):
-        return _positive_batch(value)
+    batch_size: PositiveBatch = "auto"
 
 
 @register_method
@@ -145,6 +155,13 @@ class ScoreCamMethod(CamMethod):
         return scorecam(model.module, x, targets, family=model.family, size="grid",
                         batch_size=_batch(model, self.settings.batch_size))
 
+    def passes(self, module, batch, x):
+        """One forward, then one masked forward per channel of the family's CAM target layer."""
+        from .common import detect_family
+
+        channels = detect_family(module).cam_target_layer(module).normalized_shape[0]
+        return [(1, 1, "forward"), (channels, self.batch(self.settings.batch_size, batch), "forward")]
+
 
 # --------------------------------------------------------------------------- captum
 
@@ -159,12 +176,7 @@ class IntegratedGradientsSettings(MethodSettings):
     #: Integration points (captum's Gauss-Legendre quadrature).
     n_steps: Int = Field(default=50, ge=2, le=1000)
     #: Scaled inputs per forward/backward pass; "auto": the model's batch rule.
-    internal_batch_size: BatchSize = "auto"
-
-    @field_validator("internal_batch_size")
-    @classmethod
-    def _check_batch(cls, value):
-        return _positive_batch(value)
+    internal_batch_size: PositiveBatch = "auto"
 
 
 @register_method
@@ -183,6 +195,10 @@ class IntegratedGradientsMethod(_LibraryMethod):
                                     n_steps=s.n_steps, internal_batch_size=_batch(model, s.internal_batch_size),
                                     family=model.family)
 
+    def passes(self, module, batch, x):
+        s = self.settings
+        return [(s.n_steps, self.batch(s.internal_batch_size, batch), "input-gradient")]
+
 
 class SmoothGradSettings(MethodSettings):
     """SmoothGrad: the input gradient averaged over noisy copies (captum NoiseTunnel over Saliency)."""
@@ -193,12 +209,7 @@ class SmoothGradSettings(MethodSettings):
     #: Torch seed of the noise (run in a forked RNG: the global one is untouched).
     seed: Int = Field(default=0, ge=0)
     #: Noisy copies per forward/backward pass; "auto": the model's batch rule.
-    batch_size: BatchSize = "auto"
-
-    @field_validator("batch_size")
-    @classmethod
-    def _check_batch(cls, value):
-        return _positive_batch(value)
+    batch_size: PositiveBatch = "auto"
 
 
 @register_method
@@ -215,6 +226,10 @@ class SmoothGradMethod(_LibraryMethod):
         return smoothgrad(model.module, x, targets, nt_samples=s.nt_samples, stdevs=s.stdevs,
                           nt_samples_batch_size=_batch(model, s.batch_size), seed=s.seed, family=model.family)
 
+    def passes(self, module, batch, x):
+        s = self.settings
+        return [(s.nt_samples, self.batch(s.batch_size, batch), "input-gradient")]
+
 
 class OcclusionSettings(MethodSettings):
     """Occlusion: the drop of the class logit when a window is filled with the baseline."""
@@ -224,12 +239,7 @@ class OcclusionSettings(MethodSettings):
     baseline: Fill = "mean"
     blur_sigma: Float = Field(default=5.0, gt=0)
     #: Occluded copies per forward pass; "auto": the model's batch rule.
-    batch_size: BatchSize = "auto"
-
-    @field_validator("batch_size")
-    @classmethod
-    def _check_batch(cls, value):
-        return _positive_batch(value)
+    batch_size: PositiveBatch = "auto"
 
 
 @register_method
@@ -247,6 +257,15 @@ class OcclusionMethod(_LibraryMethod):
         return occlusion(model.module, x, targets, baseline=s.baseline, blur_sigma=s.blur_sigma,
                          window=None if s.window == "patch" else tuple(s.window),
                          perturbations_per_eval=_batch(model, s.batch_size), family=model.family)
+
+    def passes(self, module, batch, x):
+        """One forward, then one per window."""
+        from .common import patch_size
+
+        s = self.settings
+        ph, pw = patch_size(module) if s.window == "patch" else s.window
+        windows = (x.shape[-2] // ph) * (x.shape[-1] // pw)
+        return [(1, 1, "forward"), (windows, self.batch(s.batch_size, batch), "forward")]
 
 
 class KernelShapSettings(MethodSettings):
@@ -266,12 +285,7 @@ class KernelShapSettings(MethodSettings):
     #: Torch seed of the coalition sampling (forked RNG).
     seed: Int = Field(default=0, ge=0)
     #: Coalitions per forward pass; "auto": the model's batch rule.
-    batch_size: BatchSize = "auto"
-
-    @field_validator("batch_size")
-    @classmethod
-    def _check_batch(cls, value):
-        return _positive_batch(value)
+    batch_size: PositiveBatch = "auto"
 
 
 def slic_segments(view: np.ndarray, n_segments: int, compactness: float = 10.0) -> np.ndarray:
@@ -296,7 +310,7 @@ class KernelShapMethod(_LibraryMethod):
         x = inputs.x[None].to(model.device)
         out = self.run(model, x, [int(target)], segments)
         meta = {"resolution": self.resolution, "features": int(len(np.unique(segments))) if segments is not None
-                else int(np.prod(x.shape[-2:]) // np.prod(model.module.patch_embed.patch_size))}
+                else int(np.prod(x.shape[-2:]) // np.prod(model.adapter.patch_size(model.module)))}
         return RelevanceMap(np.asarray(out[0], dtype=np.float64), meta)
 
     def run(self, model, x, targets, segments):
@@ -307,12 +321,18 @@ class KernelShapMethod(_LibraryMethod):
                            blur_sigma=s.blur_sigma, segments=segments,
                            perturbations_per_eval=_batch(model, s.batch_size), seed=s.seed, family=model.family)
 
+    def passes(self, module, batch, x):
+        """``n_samples`` forwards (captum's first two coalitions, whole and empty, need no extra pass)."""
+        s = self.settings
+        return [(s.n_samples, self.batch(s.batch_size, batch), "forward")]
+
 
 # --------------------------------------------------------------------------- LRP
 
 
 @register_method
 class LrpMethod(_LibraryMethod):
+    needs = frozenset({"lrp", "classifier-head"})
     name = "lrp"
     label = "LRP"
     description = ("CP-LRP (attention and LayerNorm scale held constant, GELU identity rule): input relevance summed "
@@ -329,8 +349,11 @@ class LrpMethod(_LibraryMethod):
                 "source_relevance": float(result.source_relevance[0]), "residual": float(result.residual[0])}
         return RelevanceMap(values, meta)
 
+    def passes(self, module, batch, x):
+        """One input gradient through the explicit attention path (CP-LRP holds the probabilities constant,
+        so they must exist as tensors; timm's fused kernel never forms them)."""
+        return [(1, 1, "input-gradient-explicit-attention")]
+
 
 #: Registry name of every library method, in registration order.
-LIBRARY_METHODS: tuple[str, ...] = tuple(cls.name for cls in (
-    GradCamMethod, HiResCamMethod, GradCamPlusPlusMethod, EigenCamMethod, ScoreCamMethod, IntegratedGradientsMethod,
-    SmoothGradMethod, OcclusionMethod, KernelShapMethod, LrpMethod))
+LIBRARY_METHODS: tuple[str, ...] = tuple(cls.name for cls in registered_methods() if issubclass(cls, _LibraryMethod))

@@ -32,8 +32,11 @@ class Section(ABC):
     name: ClassVar[str]
     #: Heading on the image page.
     title: ClassVar[str]
-    #: Model families this section explains.
-    families: ClassVar[tuple[str, ...]] = ("vit", "swin")
+    #: What the section needs from a model (:data:`generator.families.CAPABILITIES`); a model whose
+    #: family lacks one is skipped, with that reason in the run report.
+    needs: ClassVar[frozenset[str]] = frozenset({"classifier-head"})
+    #: Of these, the model needs at least one (e.g. global attention rows or windows).
+    needs_any: ClassVar[frozenset[str]] = frozenset()
     #: Jinja2 partial (under templates/) that shows this section's results on an image page.
     template: ClassVar[str]
     #: The site chapter that gathers this section over all images: (slug, title, intro template).
@@ -81,8 +84,16 @@ class Section(ABC):
     def enabled(self) -> bool:
         return bool(self.settings.enabled)
 
+    def missing(self, model: LoadedModel) -> list[str]:
+        """What this section needs that ``model`` lacks, in words (empty: the section applies)."""
+        adapter = model.adapter
+        lacks = adapter.missing(self.needs)
+        if self.needs_any and not self.needs_any & adapter.capabilities:
+            lacks.append(" or ".join(sorted(self.needs_any)))
+        return lacks
+
     def applies_to(self, model: LoadedModel) -> bool:
-        return model.family in self.families
+        return not self.missing(model)
 
     def units(self) -> list[str]:
         """The units a non-per-image section runs over (e.g. dataset names)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..loaded_model import LoadedModel
+from ..relevance import map_specs
 
 if TYPE_CHECKING:
     import torch
@@ -28,3 +29,16 @@ def prediction_meta(model: LoadedModel, logits: torch.Tensor, k: int = 5) -> dic
             for p, i in zip(top.values, top.indices)
         ],
     }
+
+
+class ComparesMaps:
+    """Mixin for sections that read every enabled relevance map (the maps grid, faithfulness): the maps'
+    parameters are part of the cache key (a changed method recomputes), and a model that no enabled
+    method applies to is skipped with that reason."""
+
+    def params(self) -> dict:
+        specs = map_specs(self.config)
+        return {**super().params(), "maps": {spec.id: spec.method.params() for spec in specs}}
+
+    def missing(self, model: LoadedModel) -> list[str]:
+        return super().missing(model) or ([] if map_specs(self.config, model) else ["an enabled relevance method"])

@@ -31,8 +31,8 @@ class ExplorerSection(Section):
     """Per image × model: every block's attention, exported for the explorer (generator/assets/explorer.js)."""
 
     name = "explorer"
+    needs_any = frozenset({"attention-rows", "windows"})
     title = "Attention explorer"
-    families = ("vit", "swin")
     template = "sections/explorer.md.j2"
     chapter = ("attention-explorer", "Attention explorer", "chapters/explorer_intro.md.j2")
     Settings = ExplorerSettings
@@ -48,7 +48,7 @@ class ExplorerSection(Section):
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         from ..explorer import swin_explorer_data, vit_explorer_data
 
-        capture = vit_explorer_data if model.family == "vit" else swin_explorer_data
+        capture = swin_explorer_data if model.has("windows") else vit_explorer_data
         data = capture(model.module, inputs.x[None].to(model.device))
         arrays = {"view": inputs.view}
         blocks = []

@@ -17,6 +17,7 @@ from ..loaded_model import LoadedModel
 from ..settings import BatchSize, Bool, Float, Int, SectionSettings
 from ..relevance import map_specs, with_module
 from .base import ModelInput, Section
+from .common import ComparesMaps
 
 if TYPE_CHECKING:
     import torch
@@ -66,11 +67,10 @@ class FaithfulnessSettings(SectionSettings):
 
 
 
-class FaithfulnessSection(Section):
+class FaithfulnessSection(ComparesMaps, Section):
     Settings = FaithfulnessSettings
     name = "faithfulness"
     title = "Faithfulness: deletion, insertion and ROAD"
-    families = ("vit", "swin")
     template = "sections/faithfulness.md.j2"
     chapter = ("faithfulness", "Which explanation is faithful?", "chapters/faithfulness_intro.md.j2")
     version = 3
@@ -87,14 +87,6 @@ class FaithfulnessSection(Section):
             return torch.zeros_like(x)
         sigma = self.settings.blur_sigma
         return torch.from_numpy(np.stack([gaussian_filter(c, sigma) for c in x.cpu().numpy()])).to(x)
-
-    def params(self) -> dict:
-        # the maps it scores: every enabled method's parameters (a changed method re-scores)
-        specs = map_specs(self.config)
-        return {**super().params(), "maps": {spec.id: spec.method.params() for spec in specs}}
-
-    def applies_to(self, model: LoadedModel) -> bool:
-        return super().applies_to(model) and bool(map_specs(self.config, model))
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch

@@ -31,18 +31,18 @@ class HeadsSection(Section):
     Settings = HeadsSettings
     name = "heads"
     title = "Attention heads"
-    families = ("vit",)
+    needs = frozenset({"attention-rows", "classifier-head"})
     template = "sections/heads.md.j2"
     chapter = ("vit-attention", "ViT attention", "chapters/heads_intro.md.j2")
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
 
-        from ..attention import query_attention_maps, vit_attention, vit_token_layout
+        from ..attention import query_attention_maps
 
-        layout = vit_token_layout(model.module)
+        layout = model.adapter.token_layout(model.module)
         with torch.inference_mode():
-            logits, attn = vit_attention(model.module, inputs.x[None].to(model.device))
+            logits, attn = model.adapter.attention(model.module, inputs.x[None].to(model.device))
             maps = query_attention_maps(attn, layout, self.settings.query)[:, 0]  # blocks, heads, h, w
         return Record(
             section=self.name,

@@ -63,7 +63,6 @@ class LimeSection(Section):
     Settings = LimeSettings
     name = "lime"
     title = "LIME: which regions decide"
-    families = ("vit", "swin")
     template = "sections/lime.md.j2"
     chapter = ("lime", "LIME", "chapters/lime_intro.md.j2")
     summary_arrays = ("support_0",)

@@ -12,7 +12,7 @@ from ..loaded_model import LoadedModel
 from ..relevance import map_specs
 from ..settings import SectionSettings
 from .base import ModelInput, Section
-from .common import prediction_meta
+from .common import ComparesMaps, prediction_meta
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -26,22 +26,14 @@ class MapsSettings(SectionSettings):
     scale: Literal["map", "shared"] = "map"
 
 
-class MapsSection(Section):
+class MapsSection(ComparesMaps, Section):
     """One grid per model and image: each enabled relevance method's map (:mod:`generator.relevance`)."""
 
     name = "maps"
     title = "Relevance maps, side by side"
-    families = ("vit", "swin")
     template = "sections/maps.md.j2"
     chapter = ("relevance-maps", "Relevance maps", "chapters/maps_intro.md.j2")
     Settings = MapsSettings
-
-    def params(self) -> dict:
-        specs = map_specs(self.config)
-        return {**super().params(), "maps": {spec.id: spec.method.params() for spec in specs}}
-
-    def applies_to(self, model: LoadedModel) -> bool:
-        return super().applies_to(model) and bool(map_specs(self.config, model))
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch

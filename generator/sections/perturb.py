@@ -67,7 +67,6 @@ class PerturbSection(Section):
                 raise ConfigError(source, key, str(exc).removeprefix("declaration: ")) from None
     name = "perturb"
     title = "Location and size"
-    families = ("vit", "swin")
     template = "sections/perturb.md.j2"
     chapter = ("location-and-size", "Location and size", "chapters/perturb_intro.md.j2")
     version = 2  # 2: the model's input frame, views and the share of each edit outside it

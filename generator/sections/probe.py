@@ -68,7 +68,6 @@ class ProbeSection(Section):
                                   f"{exc} (set sections.probe.data_root to the folder that holds it)") from None
     name = "probe"
     title = "Fine-tuning: linear probe"
-    families = ("vit", "swin")
     template = "sections/probe.md.j2"
     chapter = ("fine-tuning", "Fine-tuning", "chapters/probe_intro.md.j2")
     per_image = False

@@ -43,24 +43,24 @@ class RolloutSection(Section):
     Settings = RolloutSettings
     name = "rollout"
     title = "Information flow: attention rollout"
-    families = ("vit",)
+    needs = frozenset({"attention-rows", "class-token", "classifier-head"})
     template = "sections/rollout.md.j2"
     chapter = ("information-flow", "Information flow", "chapters/rollout_intro.md.j2")
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
 
-        from ..attention import vit_attention, vit_attention_gradients, vit_token_layout
+        from ..attention import vit_attention_gradients
         from ..rollout import attention_rollout, gradient_rollout, rollout_mask, rollout_progression
 
         s = self.settings
-        layout = vit_token_layout(model.module)
+        layout = model.adapter.token_layout(model.module)
         if not layout.has_class_token:
             raise ValueError(f"{model.name} has no CLS token: rollout reads the CLS row")
         cls = layout.prefix_names.index("CLS")
         x = inputs.x[None].to(model.device)
         with torch.inference_mode():
-            logits, attn = vit_attention(model.module, x)
+            logits, attn = model.adapter.attention(model.module, x)
         attn = attn.double()  # products over many blocks: keep them exact
         common = dict(start_block=s.start_block, normalize=s.normalize, keep_index=cls)
         if s.start_block >= attn.shape[0]:
@@ -132,7 +132,7 @@ class RolloutSection(Section):
 class _RolloutOwned(RelevanceMethod):
     """Maps computed with the rollout section's settings (fusion, discard ratio, start block)."""
 
-    families = ("vit",)
+    needs = frozenset({"attention-rows", "class-token", "classifier-head"})
 
     def params(self) -> dict:
         rollout = self.config.sections.rollout
@@ -142,13 +142,11 @@ class _RolloutOwned(RelevanceMethod):
     def _attention(self, model: LoadedModel, inputs: ModelInput):
         import torch
 
-        from ..attention import vit_attention, vit_token_layout
-
-        layout = vit_token_layout(model.module)
+        layout = model.adapter.token_layout(model.module)
         if not layout.has_class_token:
             raise ValueError(f"{model.name} has no CLS token: {self.label} reads the CLS row")
         with torch.inference_mode():
-            _, attn = vit_attention(model.module, inputs.x[None].to(model.device))
+            _, attn = model.adapter.attention(model.module, inputs.x[None].to(model.device))
         return layout, layout.prefix_names.index("CLS"), attn.double()
 
 
@@ -185,10 +183,10 @@ class GradientRolloutMethod(_RolloutOwned):
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
         import torch
 
-        from ..attention import vit_attention_gradients, vit_token_layout
+        from ..attention import vit_attention_gradients
         from ..rollout import gradient_rollout, rollout_mask
 
-        layout = vit_token_layout(model.module)
+        layout = model.adapter.token_layout(model.module)
         cls = layout.prefix_names.index("CLS")
         _, used, grads = vit_attention_gradients(model.module, inputs.x[None].to(model.device), torch.tensor([target]))
         weighted = gradient_rollout(used.double(), grads.double(),

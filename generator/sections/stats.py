@@ -75,8 +75,8 @@ class StatsSection(Section):
 
     Settings = StatsSettings
     name = "stats"
+    needs_any = frozenset({"attention-rows", "windows"})
     title = "Attention statistics"
-    families = ("vit", "swin")
     template = "sections/stats.md.j2"
     chapter = ("attention-statistics", "Attention statistics", "chapters/stats_intro.md.j2")
     per_image = False
@@ -124,9 +124,9 @@ class StatsSection(Section):
         x = torch.stack([prepare_input(model, image).x for image in images])
         slugs = [image.slug for image in images]
         with torch.inference_mode():
-            if model.family == "vit":
-                return self._vit(model, x.to(model.device), slugs)
-            return self._swin(model, x, slugs)
+            if model.has("windows"):
+                return self._swin(model, x, slugs)
+            return self._vit(model, x.to(model.device), slugs)
 
     # ------------------------------------------------------------------ ViT
 
@@ -165,7 +165,7 @@ class StatsSection(Section):
         }
         findings = vit_findings(st)
         meta = {
-            "model_display": model.display_name, "random_weights": model.random_weights, "family": "vit",
+            "model_display": model.display_name, "random_weights": model.random_weights, "family": model.family,
             "images": slugs, "n_images": len(slugs), "grid": list(st.grid), "patch_size": list(st.patch_size),
             "uniform_distance": _num(st.uniform_distance), "top_fraction": st.top_fraction,
             "blocks": st.blocks, "heads": st.heads, "prefix_tokens": list(st.prefix_names),
@@ -212,7 +212,7 @@ class StatsSection(Section):
                                    **_interval(bias_median, s)},
         }
         meta = {
-            "model_display": model.display_name, "random_weights": model.random_weights, "family": "swin",
+            "model_display": model.display_name, "random_weights": model.random_weights, "family": model.family,
             "images": slugs, "n_images": len(slugs), "blocks": blocks,
             "stages": sorted({b["stage"] for b in blocks}),
             "bootstrap": {"samples": s.bootstrap_samples, "seed": s.seed, "confidence": s.confidence},
@@ -227,7 +227,7 @@ class StatsSection(Section):
 
         m, a = record.meta, record.arrays
         name = m["model_display"]
-        if m["family"] == "vit":
+        if "stages" not in m:  # global attention rows (a ViT); else windows by stage
             figures = {
                 "": draw.mean_distance_figure(a["mean_distance_mean"], low=a["mean_distance_low"],
                                               high=a["mean_distance_high"], pixels_per_patch=m["patch_size"][0],
@@ -286,7 +286,7 @@ class StatsSection(Section):
         for r in results:
             m = r.meta
             rows = []
-            if m["family"] == "vit":
+            if "stages" not in m:
                 pb = m["per_block"]
                 for b in range(m["blocks"]):
                     row = {"Block": b}

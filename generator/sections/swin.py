@@ -42,7 +42,7 @@ class SwinSection(Section):
     Settings = SwinSettings
     name = "swin"
     title = "Swin attention: windows, shifts and rollout"
-    families = ("swin",)
+    needs = frozenset({"windows", "classifier-head"})
     template = "sections/swin.md.j2"
     chapter = ("swin-attention", "Swin attention", "chapters/swin_intro.md.j2")
 
@@ -131,7 +131,7 @@ class SwinRolloutMethod(RelevanceMethod):
 
     name = "swin-rollout"
     label = "Swin rollout"
-    families = ("swin",)
+    needs = frozenset({"windows", "classifier-head"})
     description = "rollout through the shifted windows and patch merging, with the Swin section's rollout settings"
 
     def params(self) -> dict:
@@ -158,7 +158,7 @@ class SwinWindowAttentionMethod(RelevanceMethod):
 
     name = "swin-window-attention"
     label = "last-stage window attention"
-    families = ("swin",)
+    needs = frozenset({"windows", "classifier-head"})
     description = "attention each token receives in the last stage's last block (shift undone), mean over heads and queries"
 
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
