@@ -24,8 +24,10 @@ SITE_ZIP ?= build/site.zip
 site-zip: site
 	$(PY) -m generator.site_zip $(SITE_DIR) $(SITE_ZIP)
 
+# One test process per core; whole files per process, so a module's built gallery is built once.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 serve: site
 	$(PY) -m http.server --directory site 8000

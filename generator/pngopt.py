@@ -58,18 +58,26 @@ def _candidates(rgba: np.ndarray) -> list[Image.Image]:
     return out
 
 
-def _encode(image: Image.Image) -> bytes:
+def _encode(image: Image.Image, dpi: tuple[float, float] | None) -> bytes:
     buffer = io.BytesIO()
     params = {"transparency": image.info["transparency"]} if "transparency" in image.info else {}
+    if dpi is not None:  # the physical size (pHYs): a figure exported at 300 dpi prints at its size
+        params["dpi"] = dpi
     image.save(buffer, format="PNG", optimize=True, **params)
     return buffer.getvalue()
+
+
+def _dpi(data: bytes) -> tuple[float, float] | None:
+    with Image.open(io.BytesIO(data)) as image:
+        return image.info.get("dpi")
 
 
 def optimise_png(data: bytes) -> bytes:
     """The smallest lossless re-encoding of a PNG (or ``data`` itself when nothing smaller holds
     exactly the same pixels).
 
-    Text chunks are dropped (matplotlib writes none once its ``Software`` key is removed).
+    Text chunks are dropped (matplotlib writes none once its ``Software`` key is removed); the
+    resolution (dpi) is kept.
 
     >>> png = io.BytesIO(); Image.new("RGBA", (8, 8), (255, 0, 0, 255)).save(png, format="PNG")
     >>> small = optimise_png(png.getvalue())
@@ -77,9 +85,10 @@ def optimise_png(data: bytes) -> bytes:
     True
     """
     original = decoded_rgba(data)
+    dpi = _dpi(data)
     best = data
     for candidate in _candidates(original):
-        encoded = _encode(candidate)
+        encoded = _encode(candidate, dpi)
         if len(encoded) < len(best) and np.array_equal(decoded_rgba(encoded), original):
             best = encoded
     return best

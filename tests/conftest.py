@@ -53,6 +53,17 @@ def colour_tree(root: Path, per_class: int = 20, seed: int = 0, classes=COLOURS)
     return root
 
 
+#: The slowest test files, slowest first. Under pytest-xdist (make test: --dist loadfile) files are handed
+#: to the workers in collection order, so these start at once instead of ending the run alone.
+SLOW_FILES_FIRST = ("test_bench.py", "test_executors.py", "test_reliability.py", "test_build.py", "test_safety.py",
+                    "test_browser.py", "test_study_setup.py", "test_methods.py")
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 #: The library methods at the smallest work that still runs every code path (their numbers are checked
 #: against the libraries in test_methods.py); Score-CAM (one forward per channel) is checked there alone.
 CHEAP_METHODS: dict[str, dict] = {
@@ -169,25 +180,37 @@ class BuiltGallery:
 
 
 @pytest.fixture(scope="session")
-def built_gallery(tmp_path_factory) -> Iterator[BuiltGallery]:
-    """The shared tiny gallery, built once per session with every section on. Read it, never change it:
+def built_gallery(tmp_path_factory, worker_id) -> Iterator[BuiltGallery]:
+    """The shared tiny gallery, built once per test session with every section on (under pytest-xdist,
+    by the first worker that needs it, while the others wait on a file lock). Read it, never change it:
     tests that change a gallery take ``gallery_copy``."""
+    from filelock import FileLock
+
+    # every xdist worker's basetemp lies in one folder of the session; without xdist, this run's own
+    base = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    root = base / "shared-gallery"
+    with FileLock(str(base / "shared-gallery.lock")):
+        done = root / "built.json"
+        if not done.is_file():
+            _build_shared_gallery(root)
+        stdout = json.loads(done.read_text(encoding="utf-8"))["stdout"]
+    before = _tree_digest(root)
+    yield BuiltGallery(root / "gallery.toml", stdout)
+    assert _tree_digest(root) == before, "a test changed the shared gallery: take gallery_copy to change one"
+
+
+def _build_shared_gallery(root: Path) -> None:
     reuse = os.environ.get("VIT_GALLERY_SHARED_GALLERY")  # while working on tests: a root this fixture built
     if reuse:
-        root = tmp_path_factory.mktemp("shared-gallery")
-        shutil.copytree(reuse, root, dirs_exist_ok=True)
-        config, proc = root / "gallery.toml", subprocess.run(
-            [sys.executable, "-m", "generator", "build", "--config", str(root / "gallery.toml"), "--quiet"],
-            capture_output=True, text=True, timeout=900)
+        shutil.copytree(reuse, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("built.json"))
+        config = root / "gallery.toml"
     else:
-        root = tmp_path_factory.mktemp("shared-gallery")
+        root.mkdir(parents=True, exist_ok=True)
         config = write_shared_gallery(root)
-        proc = subprocess.run([sys.executable, "-m", "generator", "build", "--config", str(config), "--quiet"],
-                              capture_output=True, text=True, timeout=900)
+    proc = subprocess.run([sys.executable, "-m", "generator", "build", "--config", str(config), "--quiet"],
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    before = _tree_digest(root)
-    yield BuiltGallery(config, proc.stdout)
-    assert _tree_digest(root) == before, "a test changed the shared gallery: take gallery_copy to change one"
+    (root / "built.json").write_text(json.dumps({"stdout": proc.stdout}), encoding="utf-8")
 
 
 def _tree_digest(root: Path) -> str:

@@ -65,3 +65,11 @@ def test_a_saved_figure_is_optimised_losslessly(tmp_path):
     written = (tmp_path / "f.png").read_bytes()
     assert np.array_equal(decoded_rgba(written), decoded_rgba(raw))
     assert len(written) < len(raw)
+
+
+def test_the_resolution_is_kept():
+    """A figure exported at 300 dpi keeps its physical size (the pHYs chunk) through optimisation."""
+    buffer = io.BytesIO()
+    Image.new("RGBA", (30, 20), (10, 200, 30, 255)).save(buffer, format="PNG", dpi=(300, 300))
+    with Image.open(io.BytesIO(optimise_png(buffer.getvalue()))) as image:
+        assert tuple(round(v) for v in image.info["dpi"]) == (300, 300)

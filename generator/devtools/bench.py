@@ -95,6 +95,9 @@ class Scale:
     dataset_images: tuple[int, ...]
     dataset_warmup: int
     dataset_sample: int
+    #: Dask workers as processes (a real cluster's layout) or as threads of this process (smoke: the
+    #: executor's own path, client, tasks, worker plugin, is the same; no process imports torch again).
+    executor_processes: bool = True
 
 
 _QUICK_GALLERY = dict(gallery_edits=(("num_samples = 1000", "num_samples = 100"), ("epochs = 10", "epochs = 2")),
@@ -178,7 +181,7 @@ SMOKE = Scale(
     faithfulness=((_VIT28, 7, 1, 2),),
     embedded_extra="[sections.stats]\nbootstrap_samples = 100\n",
     executor_images=1, executor_lime_samples=20, executor_repeats=1, executor_heavy_images=1,  # 2 jobs: 1 per worker
-    executor_heavy_samples=20,
+    executor_heavy_samples=20, executor_processes=False,
     dataset_images=(2, 4), dataset_warmup=1, dataset_sample=1,
 )
 
@@ -974,7 +977,8 @@ enabled = false
             raise RuntimeError(f"build failed: {result.failures[:2]}")
 
     start = time.perf_counter()
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None)
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=scale.executor_processes, protocol="tcp",
+                           host="127.0.0.1", dashboard_address=None)
     out["cluster_start_s"] = time.perf_counter() - start
     try:
         dask_spec = ExecutorSpec(kind="dask", scheduler=cluster.scheduler_address, torch_threads=threads)
@@ -1017,8 +1021,8 @@ enabled = false
     shapes = {"2 workers × 1 thread": (2, 1), "1 worker × 2 threads": (1, 2)}
     rates = {}
     for label, (workers, per_worker) in shapes.items():
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=per_worker, processes=True, host="127.0.0.1",
-                               dashboard_address=None)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=per_worker, processes=scale.executor_processes,
+                               protocol="tcp", host="127.0.0.1", dashboard_address=None)
         try:
             spec = ExecutorSpec(kind="dask", scheduler=cluster.scheduler_address, chunk_size=1, torch_threads=1)
             with Client(cluster.scheduler_address) as client:  # warm-up: every worker thread loads its models
