@@ -97,7 +97,11 @@ def test_a_method_registered_in_the_test_alone_is_scored_and_shown(tmp_path, toy
     docs = tmp_path / "build" / "docs"
     faith = json.loads((docs / "data" / "faithfulness" / "vit" / "synthetic-0.json").read_text())
     rows = {r["method"]: r for r in faith["result"]["rows"]}
-    assert "toy corner" in rows and 0.0 <= rows["toy corner"]["deletion_auc"] <= 1.0
+    # scored like every map: its AUCs are the trapezoid areas under the curves its figure draws
+    curves = json.loads((docs / "figures" / "faithfulness" / "vit" / "synthetic-0.data.json").read_text())
+    for kind in ("deletion", "insertion"):
+        area = np.trapezoid(np.asarray(curves[kind]["toy corner"], dtype=np.float64), curves["share_changed"])
+        assert abs(rows["toy corner"][f"{kind}_auc"] - area) < 1e-6, kind
     maps = json.loads((docs / "data" / "maps" / "vit" / "synthetic-0.json").read_text())
     assert "toy corner" in [m["title"] for m in maps["result"]["methods"]]
     page = (docs / "images" / "synthetic-0.md").read_text()

@@ -115,8 +115,6 @@ def test_randomise_top_changes_only_the_top():
 def test_randomised_copy_is_drawn_on_the_cpu_and_leaves_the_rng_alone():
     """The randomised copy comes from a forked CPU generator (the same seed gives the same copy on any
     device) and the caller's RNG continues as if nothing had been drawn."""
-    import copy
-
     import timm
 
     import generator.embedded  # noqa: F401
@@ -128,19 +126,20 @@ def test_randomised_copy_is_drawn_on_the_cpu_and_leaves_the_rng_alone():
     torch.manual_seed(123)
     clone = randomise_top(model, blocks=1, seed=7)
     assert torch.equal(torch.rand(3), expected_next)
-    # reference: the same re-initialisation written out on a plain copy
-    reference = copy.deepcopy(model)
-    torch.manual_seed(7)
-    for module in [reference.get_classifier(), reference.blocks[-1]]:
-        for sub in module.modules():
-            if isinstance(sub, torch.nn.Linear):
-                torch.nn.init.trunc_normal_(sub.weight, std=0.02)
-                if sub.bias is not None:
-                    torch.nn.init.normal_(sub.bias, std=0.02)
-            elif isinstance(sub, torch.nn.LayerNorm):
-                torch.nn.init.normal_(sub.weight, 1.0, 0.1)
-                torch.nn.init.normal_(sub.bias, 0.0, 0.1)
-    for (name, a), (_, b) in zip(clone.state_dict().items(), reference.state_dict().items()):
-        assert torch.equal(a, b), name
+    # what is re-initialised, checked by its properties rather than by the same code written again: the head
+    # and the last block are new, drawn from the stated distributions; everything below them is untouched
+    touched = ("head.", "blocks.5.")
+    original = model.state_dict()
+    for name, value in clone.state_dict().items():
+        assert torch.equal(value, original[name]) != name.startswith(touched), name
+    for module in (clone.head, *clone.blocks[-1].modules()):
+        if isinstance(module, torch.nn.Linear) and module.weight.numel() >= 500:
+            w = module.weight.detach()
+            assert abs(w.mean().item()) < 0.005 and 0.015 < w.std().item() < 0.025, module  # N(0, 0.02²)
+        elif isinstance(module, torch.nn.LayerNorm):
+            assert abs(module.weight.mean().item() - 1.0) < 0.05 and 0.05 < module.weight.std().item() < 0.15
+    again = randomise_top(model, blocks=1, seed=7)
+    assert all(torch.equal(a, b) for a, b in zip(clone.state_dict().values(), again.state_dict().values()))
+    assert not torch.equal(clone.head.weight, randomise_top(model, blocks=1, seed=8).head.weight)
     assert not torch.equal(clone.head.weight, model.head.weight)
     assert torch.equal(clone.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
