@@ -24,10 +24,11 @@ SITE_ZIP ?= build/site.zip
 site-zip: site
 	$(PY) -m generator.site_zip $(SITE_DIR) $(SITE_ZIP)
 
-# One test process per core; whole files per process, so a module's built gallery is built once.
+# One test process per core; whole files per process (a module's built gallery is built once), in
+# collection order (conftest puts the slowest files first).
 TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 serve: site
 	$(PY) -m http.server --directory site 8000
