@@ -45,6 +45,9 @@ class ModelIdentity:
         structure: blocks, heads and grid in words (for the pages).
         timm_name: the timm ``name.tag`` whose pretrained config set the preprocessing and labels
             (the tag timm resolved when the config names none).
+        capabilities: what this model has (:data:`generator.families.CAPABILITIES`), as its family
+            adapter read it off the module: a headless backbone lacks ``"classifier-head"``, a ViT
+            pooled without a class token lacks ``"class-token"``.
     """
 
     family: Family
@@ -55,6 +58,7 @@ class ModelIdentity:
     random_weights: bool
     structure: str
     timm_name: str = ""
+    capabilities: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return json.loads(canonical_json({f.name: getattr(self, f.name) for f in fields(self)}))
@@ -64,6 +68,7 @@ class ModelIdentity:
         values = {f.name: saved[f.name] for f in fields(cls)}
         values["data_config"] = {k: _tuples(v) for k, v in values["data_config"].items()}
         values["class_names"] = tuple(values["class_names"])
+        values["capabilities"] = tuple(values["capabilities"])
         return cls(**values)
 
 

@@ -74,9 +74,18 @@ class LoadedModel:
 
         return family_named(self.family)
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What this model has (:data:`generator.families.CAPABILITIES`), read off its module at load."""
+        return frozenset(self.identity.capabilities)
+
     def has(self, capability: str) -> bool:
-        """Whether the model's family provides ``capability`` (:data:`generator.families.CAPABILITIES`)."""
-        return capability in self.adapter.capabilities
+        """Whether the model has ``capability`` (:data:`generator.families.CAPABILITIES`)."""
+        return capability in self.capabilities
+
+    def missing(self, needs: frozenset[str] | set[str]) -> list[str]:
+        """The needs (sorted) that this model lacks."""
+        return sorted(set(needs) - self.capabilities)
 
     data_config = property(lambda self: self.identity.data_config)
     class_names = property(lambda self: self.identity.class_names)

@@ -145,6 +145,7 @@ def load_module(config: ModelConfig, device: torch.device | str = "cpu") -> tupl
         random_weights=kind == "random",
         structure=family.structure(module),
         timm_name=timm_name(module, config.arch),
+        capabilities=tuple(sorted(family.model_capabilities(module))),
     )
 
 

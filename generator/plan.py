@@ -109,14 +109,22 @@ def plan_model(model: LoadedModel, sections: list[Section], images: list[ImageIt
 
 
 def not_applicable(model: LoadedModel, sections: list[Section]) -> list[Skip]:
-    """The sections ``model`` is skipped for, each with what it needs that the model's family lacks."""
+    """The sections ``model`` is skipped for, each with what it needs that the model lacks."""
     skips = []
     for section in sections:
         lacks = section.missing(model)
         if lacks:
-            skips.append(Skip(section=section.name, model=model.name, unit="",
-                              reason=f"needs {', '.join(lacks)}, which the {model.family} family lacks"))
+            skips.append(Skip(section=section.name, model=model.name, unit="", reason=lacking(model, lacks)))
     return skips
+
+
+def lacking(model: LoadedModel, lacks: list[str]) -> str:
+    """One line saying what ``model`` lacks, e.g. "needs classifier-head (a classifier head on pooled
+    tokens), which this vit model lacks"."""
+    from .families import CAPABILITIES
+
+    needs = ", ".join(f"{need} ({CAPABILITIES[need]})" if need in CAPABILITIES else need for need in lacks)
+    return f"needs {needs}, which this {model.family} model lacks"
 
 
 def compute_job(section: Section, model: LoadedModel, target: ImageItem | str) -> Record:

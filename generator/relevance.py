@@ -95,9 +95,7 @@ class RelevanceMethod(ABC):
         return bool(self.settings.enabled)
 
     def applies_to(self, model: LoadedModel) -> bool:
-        from .families import missing_needs
-
-        return not missing_needs(self.needs, model.family)
+        return not model.missing(self.needs)
 
     def params(self) -> dict[str, Any]:
         """Everything that changes this map besides the model, image and target; part of its cache key."""

@@ -52,11 +52,14 @@ def config(tmp_path, methods: dict | None = None):
 def loaded(module: torch.nn.Module, family: str) -> LoadedModel:
     from timm.data import resolve_model_data_config
 
+    from generator.families import family_named
+
     data = resolve_model_data_config(module)
     size = (3, *(int(v) for v in module.patch_embed.img_size))  # a hand-built model's config may say 224
     identity = ModelIdentity(family=family, data_config={**data, "input_size": size},
                              class_names=tuple(str(i) for i in range(module.num_classes)),
-                             weights_sha256=f"test-{id(module)}", source="test", random_weights=True, structure="")
+                             weights_sha256=f"test-{id(module)}", source="test", random_weights=True, structure="",
+                             capabilities=tuple(family_named(family).model_capabilities(module)))
     return LoadedModel(config=ModelConfig(name=f"test-{family}", arch="test", weights="random:0"), identity=identity,
                        device_spec="cpu", _module=module)
 

@@ -50,12 +50,20 @@ class ModelFamily(ABC):
 
     #: The family's name as results, the run report and cache keys record it (e.g. ``"vit"``).
     name: ClassVar[str]
-    #: What models of this family have, from :data:`CAPABILITIES`.
+    #: What models of this family can have, from :data:`CAPABILITIES`; one model may have less
+    #: (:meth:`model_capabilities`).
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
     @abstractmethod
     def matches(self, module: torch.nn.Module) -> bool:
         """Whether this adapter explains ``module``."""
+
+    def model_capabilities(self, module: torch.nn.Module) -> frozenset[str]:
+        """What ``module`` has, read off the module: :attr:`capabilities` less what this model lacks
+        (default: a headless model, ``num_classes == 0``, has no ``"classifier-head"``)."""
+        if int(getattr(module, "num_classes", 1) or 0) == 0:
+            return self.capabilities - {"classifier-head"}
+        return self.capabilities
 
     @abstractmethod
     def token_layout(self, module: torch.nn.Module) -> TokenLayout:

@@ -29,6 +29,11 @@ class VitFamily(ModelFamily):
 
         return isinstance(module, VisionTransformer)
 
+    def model_capabilities(self, module) -> frozenset[str]:
+        """Less ``"class-token"`` for a ViT without one (pooled by average or attention pool)."""
+        have = super().model_capabilities(module)
+        return have if getattr(module, "cls_token", None) is not None else have - {"class-token"}
+
     def token_layout(self, module) -> TokenLayout:
         from ..attention import vit_token_layout
 

@@ -32,8 +32,8 @@ class Section(ABC):
     name: ClassVar[str]
     #: Heading on the image page.
     title: ClassVar[str]
-    #: What the section needs from a model (:data:`generator.families.CAPABILITIES`); a model whose
-    #: family lacks one is skipped, with that reason in the run report.
+    #: What the section needs from a model (:data:`generator.families.CAPABILITIES`); a model that
+    #: lacks one is skipped, with that reason in the run report.
     needs: ClassVar[frozenset[str]] = frozenset({"classifier-head"})
     #: Of these, the model needs at least one (e.g. global attention rows or windows).
     needs_any: ClassVar[frozenset[str]] = frozenset()
@@ -86,9 +86,8 @@ class Section(ABC):
 
     def missing(self, model: LoadedModel) -> list[str]:
         """What this section needs that ``model`` lacks, in words (empty: the section applies)."""
-        adapter = model.adapter
-        lacks = adapter.missing(self.needs)
-        if self.needs_any and not self.needs_any & adapter.capabilities:
+        lacks = model.missing(self.needs)
+        if self.needs_any and not self.needs_any & model.capabilities:
             lacks.append(" or ".join(sorted(self.needs_any)))
         return lacks
 
