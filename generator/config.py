@@ -1,9 +1,9 @@
 """Typed, validated configuration: one TOML file → frozen pydantic models.
 
 The top level (title, images, models, run, folders) is declared in :mod:`generator.settings`.
-The ``[sections]`` and ``[methods]`` tables are assembled here from the section and
-relevance-method registries: each section or method owns its settings class, next to its code,
-with its limits on the fields.
+The ``[sections]`` and ``[methods]`` tables are assembled here from the tables that sections
+and relevance methods register (:mod:`generator.schema`): each owns its settings class, next to
+its code, with its limits on the fields.
 Everything is checked before any heavy work starts. Each problem raises :class:`ConfigError`,
 which names the file and the dotted key, and suggests the closest valid key for typos.
 Relative paths are resolved against the config file's folder.
@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, create_model
 
 from .safepaths import folder_problem
+from .schema import Table, registered_tables
 from .settings import (ConfigError, GalleryConfig, ModelConfig, RunConfig, SectionSettings, Settings, config_error,
                        method_field, suggest)
 
@@ -26,31 +27,22 @@ __all__ = ["ConfigError", "GalleryConfig", "ModelConfig", "RunConfig", "SectionS
            "method_field", "methods_model", "parse_config", "sections_model"]
 
 
-@functools.cache
 def sections_model() -> type[Settings]:
     """The ``[sections]`` table: one field per registered section, typed by the section's own settings."""
-    from .sections import SECTIONS
-
-    return create_model("SectionsConfig", __base__=Settings, __module__=__name__,
-                        **{cls.name: (cls.Settings, cls.Settings()) for cls in SECTIONS})
+    return _tables_model("SectionsConfig", registered_tables("sections"))
 
 
 def methods_model() -> type[Settings]:
     """The ``[methods]`` table: one field per registered relevance method (its own settings)."""
-    from . import sections  # noqa: F401  (the built-in methods register with their sections)
-    from .relevance import registered_methods
-
-    return _methods_model(tuple((cls.name, cls.Settings) for cls in registered_methods()))
+    return _tables_model("MethodsConfig", registered_tables("methods"))
 
 
 @functools.cache
-def _methods_model(fields: tuple) -> type[Settings]:
-    # method names may hold dashes ("gradient-rollout"): the field is its identifier, the key its alias
-    return create_model("MethodsConfig", __base__=Settings, __module__=__name__,
-                        **{method_field(name): (tp, Field(default=tp(), alias=name)) for name, tp in fields})
-
-
-
+def _tables_model(title: str, tables: tuple[Table, ...]) -> type[Settings]:
+    # names may hold dashes ("gradient-rollout"): the field is its identifier, the key its alias
+    return create_model(title, __base__=Settings, __module__=__name__,
+                        **{method_field(t.name): (t.settings, Field(default=t.settings(), alias=t.name))
+                           for t in tables})
 
 
 # --------------------------------------------------------------------------- loading
@@ -148,10 +140,9 @@ def _check_semantics(cfg: GalleryConfig, source: Path | None, base: Path) -> Non
             raise ConfigError(source, f"{key}.name", f"duplicate model name {model.name!r} (also models[{seen[model.name]}])")
         seen[model.name] = i
         _check_weights(model, f"{key}.weights", source)
-    from .sections import SECTIONS
-
-    for cls in SECTIONS:
-        cls.check_config(cfg, source)
+    for table in registered_tables("sections"):
+        if table.check is not None:
+            table.check(cfg, source)
     _check_folders(cfg, source)
 
 

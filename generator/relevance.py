@@ -13,14 +13,16 @@ Adding a method is one module with a subclass and ``@register_method`` on it.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 import numpy as np
 
 from ._version import __version__
 from .cache import Record, ResultCache, cache_key
+from .schema import Table, register_table, unregister_table
 from .settings import SectionSettings, method_field
 
 if TYPE_CHECKING:
@@ -66,6 +68,17 @@ class RelevanceMethod(ABC):
     version: ClassVar[int] = 1
     #: One sentence for the pages: what the map shows and where it comes from.
     description: ClassVar[str] = ""
+    #: The function this method wraps, as ``"module:function"``: ``fn(model, x, targets, **params)`` on a
+    #: (B, 3, H, W) batch → (B, h, w) maps (:mod:`generator.methods`); "" for a method computed here.
+    wraps: ClassVar[str] = ""
+
+    @classmethod
+    def wrapped(cls) -> Callable[..., np.ndarray]:
+        """The function named by :attr:`wraps` (its module imported on first use)."""
+        if not cls.wraps:
+            raise TypeError(f"{cls.__name__} wraps no function")
+        module, _, name = cls.wraps.partition(":")
+        return getattr(importlib.import_module(module), name)
 
     def __init__(self, config: GalleryConfig, variant: str = ""):
         self.config = config
@@ -126,6 +139,7 @@ def register_method(cls: type[RelevanceMethod]) -> type[RelevanceMethod]:
         raise TypeError(f"{cls.__name__} needs class attributes 'name' and 'label'")
     if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
         raise ValueError(f"a relevance method named {cls.name!r} is already registered ({_REGISTRY[cls.name].__name__})")
+    register_table("methods", Table(cls.name, cls.Settings))
     _REGISTRY[cls.name] = cls
     return cls
 
@@ -133,6 +147,7 @@ def register_method(cls: type[RelevanceMethod]) -> type[RelevanceMethod]:
 def unregister_method(name: str) -> None:
     """Remove a method from the registry (for tests and plugins that come and go)."""
     _REGISTRY.pop(name, None)
+    unregister_table("methods", name)
 
 
 def registered_methods() -> list[type[RelevanceMethod]]:

@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+import generator.sections  # noqa: F401  (registers the built-in relevance methods)
 from generator.methods import attribution, cam, lrp
 from generator.methods.common import baseline_tensor, pool_to_grid
+from generator.relevance import registered_methods
 
 GRID = 7
 REGION = (2, 5)  # the patch the synthetic model reads (row, col)
@@ -162,7 +164,8 @@ def snapshot(model: torch.nn.Module) -> dict:
     return state
 
 
-ALL_METHODS = {**cam.CAM_METHODS, **attribution.CAPTUM_METHODS, "LRP": lrp.lrp}
+#: Every wrapped function, by the label of the registered method that wraps it.
+ALL_METHODS = {cls.label: cls.wrapped() for cls in registered_methods() if cls.wraps}
 FAST = {"Score-CAM": dict(batch_size=32), "Integrated Gradients": dict(n_steps=16),
         "SmoothGrad": dict(nt_samples=8), "KernelSHAP": dict(n_samples=120)}
 
@@ -334,8 +337,8 @@ def test_cam_equals_library(embedded, family, name, cls_name):
         direct_cam.activations_and_grads.release()
     m.zero_grad(set_to_none=True)
     extra = FAST.get(name, {})
-    full = cam.CAM_METHODS[name](m, x, targets, size="input", **extra)
-    grid = cam.CAM_METHODS[name](m, x, targets, size="grid", **extra)
+    full = ALL_METHODS[name](m, x, targets, size="input", **extra)
+    grid = ALL_METHODS[name](m, x, targets, size="grid", **extra)
     assert full.shape == (2, 28, 28) and grid.shape == (2, 7, 7)
     np.testing.assert_allclose(full, direct, atol=1e-6)
     # the library's input-size map is its own resize of the grid map, then its min-max scaling
@@ -534,9 +537,7 @@ def test_lrp_values_forward_unchanged(embedded):
 def test_registry():
     """The methods the gallery wraps and the resolution each map comes at, written out by hand: the CAMs
     weight the token grid of the target layer; captum's methods and LRP attribute to input pixels."""
-    from generator.methods import METHODS
-
-    assert {name: res for name, (_, res) in METHODS.items()} == {
+    assert {cls.label: cls.resolution for cls in registered_methods() if cls.wraps} == {
         "Grad-CAM": "grid", "HiResCAM": "grid", "Grad-CAM++": "grid", "EigenCAM": "grid", "Score-CAM": "grid",
         "Integrated Gradients": "pixel", "SmoothGrad": "pixel", "Occlusion": "pixel", "KernelSHAP": "pixel",
         "LRP": "pixel"}

@@ -24,7 +24,7 @@ from generator.identity import ModelIdentity
 from generator.inputs import ModelInput
 from generator.loaded_model import LoadedModel
 from generator.methods import attribution, cam, lrp
-from generator.methods.registered import LIBRARY_METHODS, slic_segments
+from generator.methods.registered import slic_segments
 from generator.bootstrap import bootstrap_intervals, rank_first_counts
 from generator.metrics import faithfulness_curves, perturbation_curve, pixel_order_map, road_scores
 from generator.render.text import decimals_to_separate, format_number
@@ -32,6 +32,9 @@ from generator.relevance import RelevanceStore, map_specs, registered_methods
 from generator.settings import ModelConfig
 
 from .test_methods import DECOY, REGION, assert_clean, region_cell_index, snapshot, watching_vit
+
+#: The registered methods that wrap a library function, in registration order.
+LIBRARY_METHODS = tuple(cls.name for cls in registered_methods() if cls.wraps)
 
 FAST = {"score-cam": {"batch_size": 32}, "integrated-gradients": {"n_steps": 16},
         "smoothgrad": {"nt_samples": 8}, "kernel-shap": {"n_samples": 120}}

@@ -1145,10 +1145,9 @@ def row_names(scale: Scale) -> dict[str, set[str]]:
     The tests check a smoke run's rows against this listing, and the smoke listing against the quick
     and full ones up to model names and sizes (:func:`row_kind`).
     """
-    from ..methods.registered import LIBRARY_METHODS
     from ..relevance import registered_methods
 
-    library = [cls for cls in registered_methods() if cls.name in LIBRARY_METHODS]
+    library = [cls for cls in registered_methods() if cls.wraps]
     n = scale.incremental_images
     return {
         "capture": {f"attention capture: {arch}, batch {batch}" for vit, swin, batch in scale.capture

@@ -9,12 +9,10 @@ normalised batch, ``targets`` B class indices, and a float64 map per image:
   (B, H, W) pixels;
 * :mod:`.lrp`: CP-LRP for ViT and Swin → (B, H, W) pixels.
 
-``METHODS`` maps a display name to (function, resolution), resolution being "grid" or "pixel";
-:func:`.common.pool_to_grid` takes a pixel map to the grid.
-
 :mod:`.registered` puts every one of them on the relevance-map registry
-(:mod:`generator.relevance`); :mod:`generator.sections` imports it, so they register whenever a
-config is loaded. Submodules (and torch, timm and the libraries) are imported on first use, so
+(:mod:`generator.relevance`), each class naming the function it wraps (``wraps``) and its
+resolution ("grid" or "pixel"; :func:`.common.pool_to_grid` takes a pixel map to the grid);
+:mod:`generator.sections` imports it, so they register whenever a config is loaded. Submodules (and torch, timm and the libraries) are imported on first use, so
 loading a config stays light.
 """
 
@@ -23,7 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["METHODS", "attribution", "cam", "common", "lrp", "registered"]
+__all__ = ["attribution", "cam", "common", "lrp", "registered"]
 
 _SUBMODULES = ("attribution", "cam", "common", "lrp", "registered")
 
@@ -31,14 +29,4 @@ _SUBMODULES = ("attribution", "cam", "common", "lrp", "registered")
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
-    if name == "METHODS":
-        from . import attribution, cam, lrp
-
-        methods = {
-            **{label: (fn, "grid") for label, fn in cam.CAM_METHODS.items()},
-            **{label: (fn, "pixel") for label, fn in attribution.CAPTUM_METHODS.items()},
-            "LRP": (lrp.lrp, "pixel"),
-        }
-        globals()["METHODS"] = methods
-        return methods
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -33,7 +33,6 @@ import torch
 from .common import Baseline, Family, baseline_tensor, detect_family, patch_size, seeded, targets_tensor
 
 __all__ = [
-    "CAPTUM_METHODS",
     "integrated_gradients",
     "kernel_shap",
     "occlusion",
@@ -206,10 +205,3 @@ def kernel_shap(model: torch.nn.Module, x: torch.Tensor, targets: Sequence[int],
         maps.append(_channel_mean(attr))
     return np.concatenate(maps)
 
-
-CAPTUM_METHODS = {
-    "Integrated Gradients": integrated_gradients,
-    "SmoothGrad": smoothgrad,
-    "Occlusion": occlusion,
-    "KernelSHAP": kernel_shap,
-}

@@ -45,7 +45,6 @@ import torch
 from .common import Family, detect_family, gradients_only_for, preserved_model_state, targets_tensor
 
 __all__ = [
-    "CAM_METHODS",
     "cam_target_layer",
     "cam_reshape_transform",
     "eigencam",
@@ -157,11 +156,3 @@ def scorecam(model: torch.nn.Module, x: torch.Tensor, targets: Sequence[int], *,
 
     return run_cam(ScoreCAM, model, x, targets, family=family, size=size, batch_size=batch_size)
 
-
-CAM_METHODS = {
-    "Grad-CAM": gradcam,
-    "HiResCAM": hirescam,
-    "Grad-CAM++": gradcam_plusplus,
-    "EigenCAM": eigencam,
-    "Score-CAM": scorecam,
-}

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 import numpy as np
 from pydantic import AfterValidator, Field, Strict
 
-from ..relevance import MethodSettings, RelevanceMap, RelevanceMethod, register_method, registered_methods
+from ..relevance import MethodSettings, RelevanceMap, RelevanceMethod, register_method
 from ..settings import BatchSize, Float, Int
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CamMethod", "EigenCamMethod", "GradCamMethod", "GradCamPlusPlusMethod", "HiResCamMethod",
            "IntegratedGradientsMethod", "KernelShapMethod", "LrpMethod", "OcclusionMethod", "ScoreCamMethod",
-           "SmoothGradMethod", "LIBRARY_METHODS"]
+           "SmoothGradMethod"]
 
 PositiveInt = Annotated[int, Strict(), Field(ge=1)]
 Fill = Literal["black", "blur", "mean"]
@@ -52,7 +52,7 @@ PositiveBatch = Annotated[BatchSize, AfterValidator(_positive_batch)]
 
 
 class _LibraryMethod(RelevanceMethod):
-    """Shared ``map``: the wrapper on a batch of one image, its map for that image, unchanged."""
+    """Shared ``map``: the wrapped function on a batch of one image, its map for that image, unchanged."""
 
     #: ``"grid"`` (the token grid) or ``"pixel"`` (the input size).
     resolution: ClassVar[str] = "pixel"
@@ -78,16 +78,12 @@ class _LibraryMethod(RelevanceMethod):
 
 
 class CamMethod(_LibraryMethod):
-    """A pytorch-grad-cam method on the last block's ``norm1``, on the model's token grid."""
+    """A pytorch-grad-cam method on the family's CAM target layer, on the model's token grid."""
 
     resolution = "grid"
-    #: Key of :data:`generator.methods.cam.CAM_METHODS`.
-    wrapper: ClassVar[str]
 
     def call(self, model, x, targets):
-        from .cam import CAM_METHODS
-
-        return CAM_METHODS[self.wrapper](model.module, x, targets, family=model.family, size="grid")
+        return self.wrapped()(model.module, x, targets, family=model.family, size="grid")
 
     def passes(self, module, batch, x):
         """One forward with the gradient at the target layer (no CAM reads anything below it)."""
@@ -98,7 +94,7 @@ class CamMethod(_LibraryMethod):
 class GradCamMethod(CamMethod):
     name = "grad-cam"
     label = "Grad-CAM"
-    wrapper = "Grad-CAM"
+    wraps = "generator.methods.cam:gradcam"
     description = ("Grad-CAM (pytorch-grad-cam) on the last block's norm1: token channels weighted by their mean "
                    "gradient for the class, clipped at 0, min-max scaled, on the token grid")
 
@@ -107,7 +103,7 @@ class GradCamMethod(CamMethod):
 class HiResCamMethod(CamMethod):
     name = "hirescam"
     label = "HiResCAM"
-    wrapper = "HiResCAM"
+    wraps = "generator.methods.cam:hirescam"
     description = ("HiResCAM (pytorch-grad-cam) on the last block's norm1: gradient × activation summed over "
                    "channels per token, clipped at 0, min-max scaled")
 
@@ -116,7 +112,7 @@ class HiResCamMethod(CamMethod):
 class GradCamPlusPlusMethod(CamMethod):
     name = "grad-cam-plusplus"
     label = "Grad-CAM++"
-    wrapper = "Grad-CAM++"
+    wraps = "generator.methods.cam:gradcam_plusplus"
     description = ("Grad-CAM++ (pytorch-grad-cam) on the last block's norm1: channels weighted by positive "
                    "higher-order gradient terms")
 
@@ -125,7 +121,7 @@ class GradCamPlusPlusMethod(CamMethod):
 class EigenCamMethod(CamMethod):
     name = "eigencam"
     label = "EigenCAM"
-    wrapper = "EigenCAM"
+    wraps = "generator.methods.cam:eigencam"
     description = ("EigenCAM (pytorch-grad-cam): the last block's norm1 tokens projected on their first principal "
                    "component; class-agnostic, and the component's sign is the SVD's")
 
@@ -144,15 +140,13 @@ class ScoreCamSettings(MethodSettings):
 class ScoreCamMethod(CamMethod):
     name = "score-cam"
     label = "Score-CAM"
-    wrapper = "Score-CAM"
+    wraps = "generator.methods.cam:scorecam"
     Settings = ScoreCamSettings
     description = ("Score-CAM (pytorch-grad-cam): channels weighted by the class score of the input masked by each "
                    "channel; one forward pass per channel")
 
     def call(self, model, x, targets):
-        from .cam import scorecam
-
-        return scorecam(model.module, x, targets, family=model.family, size="grid",
+        return self.wrapped()(model.module, x, targets, family=model.family, size="grid",
                         batch_size=_batch(model, self.settings.batch_size))
 
     def passes(self, module, batch, x):
@@ -183,15 +177,14 @@ class IntegratedGradientsSettings(MethodSettings):
 class IntegratedGradientsMethod(_LibraryMethod):
     name = "integrated-gradients"
     label = "Integrated Gradients"
+    wraps = "generator.methods.attribution:integrated_gradients"
     Settings = IntegratedGradientsSettings
     description = ("Integrated Gradients (captum) from a baseline image: |attribution| summed over channels, "
                    "per pixel")
 
     def call(self, model, x, targets):
-        from .attribution import integrated_gradients
-
         s = self.settings
-        return integrated_gradients(model.module, x, targets, baseline=s.baseline, blur_sigma=s.blur_sigma,
+        return self.wrapped()(model.module, x, targets, baseline=s.baseline, blur_sigma=s.blur_sigma,
                                     n_steps=s.n_steps, internal_batch_size=_batch(model, s.internal_batch_size),
                                     family=model.family)
 
@@ -216,14 +209,13 @@ class SmoothGradSettings(MethodSettings):
 class SmoothGradMethod(_LibraryMethod):
     name = "smoothgrad"
     label = "SmoothGrad"
+    wraps = "generator.methods.attribution:smoothgrad"
     Settings = SmoothGradSettings
     description = "SmoothGrad (captum NoiseTunnel over Saliency): |mean gradient over noisy copies| summed over channels"
 
     def call(self, model, x, targets):
-        from .attribution import smoothgrad
-
         s = self.settings
-        return smoothgrad(model.module, x, targets, nt_samples=s.nt_samples, stdevs=s.stdevs,
+        return self.wrapped()(model.module, x, targets, nt_samples=s.nt_samples, stdevs=s.stdevs,
                           nt_samples_batch_size=_batch(model, s.batch_size), seed=s.seed, family=model.family)
 
     def passes(self, module, batch, x):
@@ -246,15 +238,14 @@ class OcclusionSettings(MethodSettings):
 class OcclusionMethod(_LibraryMethod):
     name = "occlusion"
     label = "Occlusion"
+    wraps = "generator.methods.attribution:occlusion"
     Settings = OcclusionSettings
     description = ("Occlusion (captum) with patch-sized windows by default: the class logit's drop when the window is "
                    "filled with the baseline (signed)")
 
     def call(self, model, x, targets):
-        from .attribution import occlusion
-
         s = self.settings
-        return occlusion(model.module, x, targets, baseline=s.baseline, blur_sigma=s.blur_sigma,
+        return self.wrapped()(model.module, x, targets, baseline=s.baseline, blur_sigma=s.blur_sigma,
                          window=None if s.window == "patch" else tuple(s.window),
                          perturbations_per_eval=_batch(model, s.batch_size), family=model.family)
 
@@ -300,6 +291,7 @@ def slic_segments(view: np.ndarray, n_segments: int, compactness: float = 10.0) 
 class KernelShapMethod(_LibraryMethod):
     name = "kernel-shap"
     label = "KernelSHAP"
+    wraps = "generator.methods.attribution:kernel_shap"
     Settings = KernelShapSettings
     description = ("KernelSHAP (captum) over patch features (or SLIC superpixels): each feature's Shapley estimate "
                    "for the class logit (signed)")
@@ -314,10 +306,8 @@ class KernelShapMethod(_LibraryMethod):
         return RelevanceMap(np.asarray(out[0], dtype=np.float64), meta)
 
     def run(self, model, x, targets, segments):
-        from .attribution import kernel_shap
-
         s = self.settings
-        return kernel_shap(model.module, x, targets, n_samples=s.n_samples, baseline=s.baseline,
+        return self.wrapped()(model.module, x, targets, n_samples=s.n_samples, baseline=s.baseline,
                            blur_sigma=s.blur_sigma, segments=segments,
                            perturbations_per_eval=_batch(model, s.batch_size), seed=s.seed, family=model.family)
 
@@ -335,6 +325,7 @@ class LrpMethod(_LibraryMethod):
     needs = frozenset({"lrp", "classifier-head"})
     name = "lrp"
     label = "LRP"
+    wraps = "generator.methods.lrp:lrp"
     description = ("CP-LRP (attention and LayerNorm scale held constant, GELU identity rule): input relevance summed "
                    "over channels; input relevance + the biases' and embeddings' share = the class logit")
 
@@ -354,6 +345,3 @@ class LrpMethod(_LibraryMethod):
         so they must exist as tensors; timm's fused kernel never forms them)."""
         return [(1, 1, "input-gradient-explicit-attention")]
 
-
-#: Registry name of every library method, in registration order.
-LIBRARY_METHODS: tuple[str, ...] = tuple(cls.name for cls in registered_methods() if issubclass(cls, _LibraryMethod))

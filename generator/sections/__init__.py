@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..schema import Table, register_table
 from .base import ModelInput, Section
 from .explorer import ExplorerSection
 from .faithfulness import FaithfulnessSection
@@ -17,5 +18,8 @@ from ..methods import registered as _library_methods  # noqa: F401,E402  (regist
 
 SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, StatsSection, LimeSection, MapsSection,
                                          PerturbSection, ProbeSection, FaithfulnessSection, ExplorerSection)
+
+for _section in SECTIONS:
+    register_table("sections", Table(_section.name, _section.Settings, _section.check_config))
 
 __all__ = ["SECTIONS", "ModelInput", "Section"]
