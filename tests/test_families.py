@@ -16,9 +16,11 @@ import generator
 from generator.config import load_config
 from generator.families import (UnsupportedModelError, family_named, family_of, register_family,
                                 registered_families, unregister_family)
-from generator.families.base import ModelFamily
+from generator.relevance import register_method, registered_methods, unregister_method
 
 from .conftest import ROOT, write_synthetic_images
+from .toys.corner_method import ToyCorner
+from .toys.mixer_family import ToyMixerFamily
 
 GENERATOR = ROOT / "generator"
 FAMILIES = GENERATOR / "families"
@@ -174,52 +176,7 @@ def test_attention_capture_removes_its_hooks_also_on_error():
     assert torch.allclose(sums, torch.ones_like(sums), atol=1e-5)
 
 
-# --------------------------------------------------------------------------- a toy family, one module
-
-
-@timm.models.register_model
-def mixer_toy_patch4_28(pretrained: bool = False, **kwargs):
-    """A tiny timm MLP-Mixer for 28×28 inputs (patch 4: a 7×7 grid, 2 blocks), for this test only."""
-    from timm.models.mlp_mixer import MlpMixer
-
-    for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):
-        kwargs.pop(key, None)
-    model = MlpMixer(**{"num_classes": 10, "img_size": 28, "patch_size": 4, "num_blocks": 2, "embed_dim": 32, **kwargs})
-    model.pretrained_cfg = model.default_cfg = {
-        "input_size": (3, 28, 28), "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bilinear",
-        "crop_pct": 1.0, "crop_mode": "center", "num_classes": 10, "architecture": "mixer_toy_patch4_28"}
-    return model
-
-
-class ToyMixerFamily(ModelFamily):
-    """timm's MLP-Mixer: no attention at all, a classifier head on mean-pooled patch tokens."""
-
-    name = "toy-mixer"
-    capabilities = frozenset({"classifier-head"})
-
-    def matches(self, module) -> bool:
-        return type(module).__name__ == "MlpMixer"
-
-    def token_layout(self, module):
-        from generator.attention import TokenLayout
-
-        return TokenLayout(prefix_names=(), grid=tuple(module.stem.grid_size))
-
-    def cam_target_layer(self, module):
-        return module.blocks[-1].norm1
-
-    def cam_reshape(self, module):
-        h, w = self.token_layout(module).grid
-        return lambda t: t.reshape(t.shape[0], h, w, t.shape[-1]).permute(0, 3, 1, 2)
-
-    def randomise_targets(self, module, blocks):
-        return [module.get_classifier(), *list(module.blocks)[-blocks:]]
-
-    def patch_size(self, module):
-        return tuple(module.stem.patch_size)
-
-    def structure(self, module) -> str:
-        return f"{len(module.blocks)} mixer blocks, grid {tuple(module.stem.grid_size)}"
+# --------------------------------------------------------------------------- a toy family and a toy method, one module each
 
 
 @pytest.fixture
@@ -229,13 +186,19 @@ def toy_family():
     unregister_family("toy-mixer")
 
 
-def test_a_family_registered_in_the_test_alone_appears_in_a_built_gallery(tmp_path, toy_family):
-    import generator.sections  # noqa: F401  (the built-in methods register with their sections)
-    from generator.relevance import registered_methods
+@pytest.fixture
+def toy_method():
+    ToyCorner.calls.clear()
+    register_method(ToyCorner)
+    yield ToyCorner
+    unregister_method("toy-corner")
 
+
+def test_a_family_and_a_method_registered_in_the_test_alone_appear_in_a_built_gallery(tmp_path, toy_family,
+                                                                                        toy_method):
     write_synthetic_images(tmp_path / "images", count=1, size=28)
     only_grad_cam = "\n".join(f"[methods.{cls.name}]\nenabled = false" for cls in registered_methods()
-                               if cls.name != "grad-cam")
+                               if cls.name not in ("grad-cam", "toy-corner"))
     path = tmp_path / "gallery.toml"
     path.write_text(f"""
 title = "Toy family"
@@ -268,6 +231,8 @@ enabled = false
     assert {s["section"] for s in report["not_applicable"]} == set(reasons)
     # the maps section ran a CAM through the toy adapter's target layer and reshape, on its grid
     maps = json.loads((tmp_path / "build" / "docs" / "data" / "maps" / "mixer" / "synthetic-0.json").read_text())
-    assert [m["title"] for m in maps["result"]["methods"]] == ["Grad-CAM"]
+    assert [m["title"] for m in maps["result"]["methods"]] == ["Grad-CAM", "toy corner"]
     page = (tmp_path / "build" / "docs" / "images" / "synthetic-0.md").read_text()
     assert "figures/maps/mixer/synthetic-0.png" in page
+    # the toy method ran once, on the toy family's grid, and its map is on the page
+    assert len(toy_method.calls) == 1 and "toy corner" in page

@@ -16,10 +16,11 @@ import pytest
 
 import generator
 from generator.config import ConfigError, load_config
-from generator.relevance import RelevanceMap, RelevanceMethod, register_method, registered_methods, unregister_method
+from generator.relevance import register_method, registered_methods, unregister_method
 from generator.sections import SECTIONS
 
 from .conftest import ROOT, write_synthetic_images
+from .toys.corner_method import ToyCorner
 
 ONLY_MAPS = """
 [sections.heads]
@@ -62,29 +63,9 @@ weights = "random:0"
 
 @pytest.fixture
 def toy_method():
-    """A relevance method that exists only in this test: the top-left cell is the most relevant."""
-
-    from pydantic import Field
-
-    from generator.relevance import MethodSettings
-
-    class ToySettings(MethodSettings):
-        strength: float = Field(default=2.0, gt=0)
-
-    @register_method
-    class ToyCorner(RelevanceMethod):
-        name = "toy-corner"
-        label = "toy corner"
-        Settings = ToySettings
-        description = "a test method that points at the top-left corner"
-        calls: list = []
-
-        def map(self, model, inputs, target):
-            type(self).calls.append(target)
-            values = np.zeros((7, 7))
-            values[0, 0] = self.settings.strength
-            return RelevanceMap(values, {"toy": True})
-
+    """A relevance method that exists only in the tests (one module), registered with one line."""
+    ToyCorner.calls.clear()
+    register_method(ToyCorner)
     yield ToyCorner
     unregister_method("toy-corner")
 
