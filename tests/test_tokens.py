@@ -1,8 +1,10 @@
 """Registers and artifact tokens: the norms against the model's blocks run by hand, the outlier rule and
-the register share on numbers written out by hand."""
+the register share on numbers written out by hand, the section on a tiny random DINOv2-with-registers
+(headless) and on a ViT without class token, and the section in the shared gallery's pages."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -15,6 +17,7 @@ from generator.attention import TokenLayout
 from generator.families import family_of
 from generator.token_norms import outlier_mask, token_stats
 
+from .test_methods_registry import config, image, image_input, loaded
 
 EPS = 1e-6
 
@@ -115,3 +118,58 @@ def test_register_rule_flips_at_twice_the_registers_share_of_the_tokens(delta, v
     f = fi.registers_take_attention([share, share], registers=4, tokens=21, query="the class token")
     assert f.verdict == verdict and f"{share:.1%}" in f.sentence and "19.0%" in f.sentence
     assert fi.registers_take_attention([], registers=0, tokens=21, query="q").verdict == "not testable"
+
+
+def test_section_on_a_headless_model_with_registers(tmp_path):
+    from generator.sections.tokens import TokensSection
+
+    model = loaded(reg_model(), "vit")
+    assert not model.has("classifier-head") and model.has("attention-rows")
+    section = TokensSection(config(tmp_path))
+    assert section.applies_to(model)
+    x = torch.randn(3, 56, 56, generator=torch.Generator().manual_seed(2))
+    record = section.compute(model, image(), image_input(x))
+    m = record.meta
+    assert "top" not in m and m["registers"] == 4 and m["query"] == "cls" and m["grid"] == [4, 4]
+    assert record.arrays["norms"].shape == (3, 21) and record.arrays["outliers"].shape == (3, 4, 4)
+    assert [f["claim_id"] for f in m["findings"]] == ["tokens_high_norm", "tokens_register_attention"]
+    assert m["findings"][1]["verdict"] != "not testable"
+    share = m["per_block"][-1]["cls_register_share"]
+    assert m["findings"][1]["numbers"]["share"] == pytest.approx(share)
+    json.dumps(m, allow_nan=False)  # the data JSON holds no NaN
+    assert set(section.render(record)) == {"", "shares"}
+    assert list(section.tables(record)[""]["block"]) == [0, 1, 2]
+
+
+def test_section_on_a_vit_without_class_token_reads_the_patch_queries(tmp_path):
+    from generator.sections.tokens import TokensSection
+
+    torch.manual_seed(0)
+    module = timm.create_model("vit_fmnist_patch4_28", class_token=False, global_pool="avg", depth=2).eval()
+    model = loaded(module, "vit")
+    assert not model.has("class-token")
+    record = TokensSection(config(tmp_path)).compute(model, image(), image_input(torch.randn(3, 28, 28)))
+    m = record.meta
+    assert m["query"] == "patches" and m["prefix_tokens"] == [] and m["registers"] == 0
+    assert not any(key.startswith("cls_") for key in m["per_block"][0])
+    assert "the mean patch query" in m["findings"][0]["sentence"] or m["findings"][0]["numbers"]["images_with_outliers"] == 0
+    assert m["findings"][1]["verdict"] == "not testable" and "no register tokens" in m["findings"][1]["sentence"]
+
+
+def test_shared_gallery_shows_the_section_for_the_vit_and_skips_the_swin(built_gallery):
+    from generator.config import load_config
+
+    cfg = load_config(built_gallery.config)
+    docs = cfg.output / "docs"
+    report = json.loads((cfg.output / "run_report.json").read_text())
+    skipped = {(s["section"], s["model"]): s["reason"] for s in report["not_applicable"]}
+    assert "attention-rows" in skipped[("tokens", "Tiny Swin")]
+    data = json.loads((docs / "data" / "tokens" / "tiny-vit" / "synthetic-0.json").read_text())["result"]
+    assert data["outlier_factor"] == 4.0 and data["blocks"] == 6 and len(data["per_block"]) == 6
+    assert (docs / "figures" / "tokens" / "tiny-vit" / "synthetic-0.csv").is_file()
+    chapter = (docs / "chapters" / "registers-and-artifact-tokens.md").read_text(encoding="utf-8")
+    assert 'data-claim="tokens_high_norm"' in chapter and 'data-claim="tokens_register_attention"' in chapter
+    assert "figures/tokens/tiny-vit/synthetic-0.png" in chapter and "figures/tokens-shares/tiny-vit/" in chapter
+    assert "<b>x&y" not in chapter  # the hostile class names and image name are escaped
+    page = (docs / "images" / "synthetic-0.md").read_text(encoding="utf-8")
+    assert "## Registers and artifact tokens" in page and 'data-claim="tokens_high_norm"' in page
