@@ -2,8 +2,8 @@
 (Darcet et al. 2024, "Vision Transformers Need Registers").
 
 Pure compute: torch tensors in, numpy arrays out; no plotting, no files. Family adapters capture
-the tensors (:meth:`generator.families.ModelFamily.attention_and_outputs`, whose hooks come from
-:func:`capture_block_outputs`); this module only measures them.
+the tensors (:meth:`generator.families.ModelFamily.attention_and_outputs`, whose hooks on the
+blocks they name come from :func:`capture_block_outputs`); this module only measures them.
 
 The outlier rule: a patch token is an outlier in a block's output when its L2 norm exceeds
 ``factor`` × the median L2 norm of the patch tokens of that block's output for that image (prefix
@@ -45,7 +45,10 @@ def capture_block_outputs(blocks: Sequence[torch.nn.Module]) -> Iterator[dict]:
     handles = []
 
     def store(index: int):
-        def hook(_module, _args, output):
+        def hook(module, _args, output):
+            if not isinstance(output, torch.Tensor) or output.dim() != 3:
+                raise AttentionCaptureError(f"block {index} ({type(module).__name__}) gave {type(output).__name__}, "
+                                            "not a (batch, tokens, channels) tensor")
             state["tokens"][index] = output.detach()
 
         return hook

@@ -65,6 +65,24 @@ def test_block_output_hooks_are_removed_on_error():
     assert all(not block._forward_hooks for block in model.blocks)
 
 
+def test_block_output_capture_fails_loudly_on_what_it_cannot_read():
+    from generator.attention import AttentionCaptureError
+    from generator.token_norms import capture_block_outputs
+
+    class Pair(torch.nn.Module):  # a block that returns (tokens, extra), as some libraries' layers do
+        def forward(self, x):
+            return x, x
+
+    block = Pair()
+    with pytest.raises(AttentionCaptureError, match="not a \\(batch, tokens, channels\\) tensor"):
+        with capture_block_outputs([block]):
+            block(torch.zeros(1, 4, 2))
+    assert not block._forward_hooks
+    with pytest.raises(AttentionCaptureError, match="no blocks"):
+        with capture_block_outputs([]):
+            pass
+
+
 def test_the_outlier_rule_is_strictly_above_factor_times_the_median():
     norms = np.array([[1.0, 1.0, 1.0, 2.0, 4.0, 4.0 + EPS, 9.0],  # median 2: above 8 only
                       [1.0, 1.0, 1.0, 1.0, 1.0, 4.0, 4.0 + EPS]])  # median 1: above 4 only

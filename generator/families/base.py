@@ -97,10 +97,18 @@ class ModelFamily(ABC):
 
     def block_output_capture(self, module: torch.nn.Module) -> AbstractContextManager[Any]:
         """Families with ``"attention-rows"``: a context manager under which a forward pass stores the
-        output tokens of every global-attention block, in the blocks' order of :meth:`attention_capture`,
-        in its yielded dict's ``"tokens"`` list ((batch, tokens, channels) each); hooks are removed on
-        exit, also on error (:func:`generator.token_norms.capture_block_outputs` hooks a list of blocks)."""
-        raise NotImplementedError(f"the {self.name} family has no block output capture")
+        output tokens of every global-attention block, in the order of :meth:`attention`'s blocks, in its
+        yielded dict's ``"tokens"`` list ((batch, tokens, channels) each); hooks are removed on exit, also
+        on error.
+
+        Default: timm's convention (as :meth:`attention`'s default), every block of ``module.blocks``; a
+        family whose blocks live elsewhere hands its own list to
+        :func:`generator.token_norms.capture_block_outputs`.
+        """
+        from ..token_norms import capture_block_outputs
+
+        blocks = getattr(module, "blocks", None)
+        return capture_block_outputs(list(blocks) if blocks is not None else [])
 
     def attention_and_outputs(self, module: torch.nn.Module,
                               x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -44,14 +44,6 @@ class VitFamily(ModelFamily):
 
         return capture_vit_attention(module)
 
-    def block_output_capture(self, module):
-        """Hooks on every block of ``model.blocks`` (each block's output: (B, prefix + h·w, C))."""
-        from ..attention import vit_attention_modules
-        from ..token_norms import capture_block_outputs
-
-        vit_attention_modules(module)  # the same blocks the attention capture accepts, or its error
-        return capture_block_outputs(module.blocks)
-
     def cam_target_layer(self, module) -> torch.nn.Module:
         """The last block's ``norm1``: ``model.blocks[-1].norm1``."""
         blocks = getattr(module, "blocks", None)
