@@ -10,6 +10,8 @@ module writes such sentences.
 measurement and rule that test each; :func:`vit_findings` and :func:`swin_findings` feed the
 attention rules from :mod:`generator.attention_stats` results. The rules for rollout fusion,
 LIME agreement and image edits take numbers from those sections, so they can be fed later.
+:func:`token_claims` lists what Darcet et al. (2024) report about high-norm tokens and registers,
+tested by :func:`high_norm_tokens` and :func:`registers_take_attention` on the tokens section's numbers.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = [
     "MIN_BLOCKS_FOR_TREND",
     "MIN_HEADS_PER_SHAPE",
     "EDIT_MIN_DROP",
+    "OUTLIER_MIN_ATTENTION_RATIO",
+    "REGISTER_MIN_SHARE_RATIO",
     "TREND_MIN_RHO",
     "VERDICTS",
     "Claim",
@@ -47,9 +51,11 @@ __all__ = [
     "edit_confounds",
     "near_chance",
     "position_only_pair",
+    "registers_take_attention",
     "sanity_check_failed",
     "edit_effect",
     "growing_sparsity",
+    "high_norm_tokens",
     "late_sparse_rows",
     "later_blocks_alike",
     "lime_models_agree",
@@ -59,6 +65,7 @@ __all__ = [
     "study_claims",
     "swin_findings",
     "swin_head_shapes",
+    "token_claims",
     "vit_findings",
 ]
 
@@ -86,6 +93,12 @@ FUSION_MIN_MARGIN = 0.01
 LIME_AGREEMENT_MIN_IOU = 0.5
 #: Drop in the original top class's probability (absolute, 0–1) that counts as an effect of an edit.
 EDIT_MIN_DROP = 0.10
+#: Attention received per outlier patch, as a multiple of that received per other patch, that counts as
+#: "outliers draw the attention" (high-norm tokens).
+OUTLIER_MIN_ATTENTION_RATIO = 2.0
+#: Share of attention on the register tokens, as a multiple of their share of the tokens, that counts as
+#: "registers take attention".
+REGISTER_MIN_SHARE_RATIO = 2.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,24 @@ def study_claims() -> tuple[Claim, ...]:
               "Shrinking the object changes the predicted classes.",
               "perturbation section: class probabilities of the original and the size-edited image",
               "edit_effect"),
+    )
+
+
+def token_claims() -> tuple[Claim, ...]:
+    """What Darcet et al. (2024, "Vision Transformers Need Registers") report, as the tokens section tests it."""
+    return (
+        Claim("tokens_high_norm",
+              "A few patch tokens carry much larger norms than the others, and the class token's attention "
+              "gathers on them (Darcet et al. 2024).",
+              "tokens section: the patch tokens entering the last block whose L2 norm exceeds the configured "
+              "factor × the median patch norm, and the last block's head-averaged attention each receives from "
+              "the class token (the mean patch query where there is none) against each other patch",
+              "high_norm_tokens"),
+        Claim("tokens_register_attention",
+              "Register tokens added to the sequence take a large share of the attention (Darcet et al. 2024).",
+              "tokens section: the share of the last block's head-averaged attention of the class token (the "
+              "mean patch query where there is none) on the register tokens, against their share of the tokens",
+              "registers_take_attention"),
     )
 
 
@@ -466,6 +497,87 @@ def edit_effect(original: Mapping[str, float], edited: Mapping[str, float], *,
     return Finding(claim_id, "contradicted", f"{edit[:1].upper() + edit[1:]} barely changes the prediction, unlike in the "
                    f"study: {top} goes from {before:.1%} to {after:.1%} (a drop of at least {EDIT_MIN_DROP:.0%} "
                    f"needed) and stays the top class.", numbers, thresholds)
+
+
+# ----------------------------------------------------------------------------- tokens section rules
+
+
+def _images(n: int) -> str:
+    return f"{n} image{'s' if n != 1 else ''}"
+
+
+def high_norm_tokens(outliers: Sequence[int], per_outlier: Sequence[float], per_other: Sequence[float], *,
+                     factor: float, query: str) -> Finding:
+    """High-norm patch tokens draw the attention: in the images where the last block reads outlier
+    patches, each receives at least ``OUTLIER_MIN_ATTENTION_RATIO`` × the attention of an other patch.
+
+    Args:
+        outliers: per image, the outlier patches the last block reads (the rule of
+            :func:`generator.token_norms.outlier_mask` on the second-to-last block's output).
+        per_outlier, per_other: per image, the last block's head-averaged attention from ``query``
+            received per outlier patch (NaN without outliers) and per other patch.
+        factor: the outlier rule's factor, for the sentence.
+        query: who attends, for the sentence ("the class token", "the mean patch query").
+
+    Supported when outliers exist and the ratio of the means over the images with outliers reaches the
+    threshold; contradicted when no image has an outlier or the ratio falls short; not testable
+    without images or with non-finite numbers.
+    """
+    cid = "tokens_high_norm"
+    counts = np.asarray(outliers, dtype=np.int64)
+    n = len(counts)
+    if n == 0 or len(per_outlier) != n or len(per_other) != n:
+        return not_testable(cid, "norms and attention of at least one image are needed")
+    has = counts > 0
+    numbers: dict = {"images": n, "images_with_outliers": int(has.sum()), "factor": factor}
+    thresholds = {"OUTLIER_MIN_ATTENTION_RATIO": OUTLIER_MIN_ATTENTION_RATIO}
+    if not has.any():
+        where = "the image" if n == 1 else f"any of the {n} images"
+        return Finding(cid, "contradicted", f"No patch token entering the last block has a norm above {factor:g}× "
+                       f"the median patch norm in {where}: this model shows no high-norm outlier tokens here.",
+                       numbers, thresholds)
+    on_outlier = _finite(np.asarray(per_outlier, dtype=np.float64)[has])
+    on_other = _finite(np.asarray(per_other, dtype=np.float64)[has])
+    if on_outlier is None or on_other is None:
+        return not_testable(cid, "the attention to the outlier and to the other patches must be finite", numbers)
+    x, y = float(on_outlier.mean()), float(on_other.mean())
+    ratio = x / y if y > 0 else math.inf
+    numbers |= {"mean_outliers": float(counts[has].mean()), "per_outlier": x, "per_other": y, "ratio": ratio}
+    where = (f"In {int(has.sum())} of {_images(n)} the last block reads patch tokens whose norm exceeds {factor:g}× "
+             f"the median patch norm ({counts[has].mean():.1f} such patches on average); each receives {x:.1%} of "
+             f"{query}'s attention, against {y:.1%} for each other patch ({ratio:.1f}×")
+    if ratio >= OUTLIER_MIN_ATTENTION_RATIO:
+        return Finding(cid, "supported", f"{where}), as Darcet et al. describe for high-norm tokens.",
+                       numbers, thresholds)
+    return Finding(cid, "contradicted", f"{where}, at least {OUTLIER_MIN_ATTENTION_RATIO:g}× needed): the outlier "
+                   f"tokens do not draw the attention here.", numbers, thresholds)
+
+
+def registers_take_attention(shares: Sequence[float], *, registers: int, tokens: int, query: str) -> Finding:
+    """Registers take attention: the last block's share of ``query``'s attention on the registers, mean
+    over the images, is at least ``REGISTER_MIN_SHARE_RATIO`` × their share of the tokens.
+
+    Args:
+        shares: per image, the last block's head-averaged attention of ``query`` on the registers (summed).
+        registers, tokens: register tokens and all tokens of the sequence.
+        query: who attends, for the sentence.
+    """
+    cid = "tokens_register_attention"
+    if registers == 0:
+        return not_testable(cid, "the model has no register tokens")
+    values = _finite(shares)
+    if values is None:
+        return not_testable(cid, "the registers' attention share of at least one image is needed")
+    share, uniform = float(values.mean()), registers / tokens
+    numbers = {"images": len(values), "share": share, "registers": registers, "tokens": tokens, "uniform": uniform}
+    thresholds = {"REGISTER_MIN_SHARE_RATIO": REGISTER_MIN_SHARE_RATIO}
+    where = (f"The {registers} registers take {share:.1%} of {query}'s attention in the last block (mean over "
+             f"{_images(len(values))}); their share of the {tokens} tokens is {uniform:.1%}")
+    if share >= REGISTER_MIN_SHARE_RATIO * uniform:
+        return Finding(cid, "supported", f"{where}, so they draw {share / uniform:.1f}× that, as Darcet et al. "
+                       f"report.", numbers, thresholds)
+    return Finding(cid, "contradicted", f"{where}; at least {REGISTER_MIN_SHARE_RATIO:g}× that would count as "
+                   f"drawing attention ({share / uniform:.1f}× here).", numbers, thresholds)
 
 
 # ----------------------------------------------------------------------------- feeding from stats

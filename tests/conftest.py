@@ -128,8 +128,9 @@ def tiny_gallery(tmp_path: Path) -> Path:
 HOSTILE_LABELS = [f"<b>x&y</b> {i}" for i in range(10)]
 HOSTILE_IMAGE = "<b>x&y<|b>.png"  # '/' cannot be in a POSIX file name
 
-#: Every section on, each at its smallest: faithfulness on a 4×4 grid, the probe on a 3-class folder of
-#: 8 images a class and on a dataset that is not there (its jobs are skipped, with where to get it).
+#: Every section on (tokens, off by default, turned on), each at its smallest: faithfulness on a 4×4 grid, the
+#: probe on a 3-class folder of 8 images a class and on a dataset that is not there (its jobs are skipped, with
+#: where to get it).
 SHARED_EXTRA = """
 [sections.faithfulness]
 grid = 4
@@ -145,6 +146,10 @@ datasets = { colours = "colours", eurosat = "missing/EuroSAT" }
 
 [sections.stats]
 bootstrap_samples = 200
+
+[sections.tokens]
+enabled = true
+map_blocks = 2
 """
 
 

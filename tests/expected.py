@@ -13,7 +13,8 @@ import tomllib
 from pathlib import Path
 
 #: Section → the tiny models it explains (the README's family table: heads and rollout need a
-#: ViT's class-token attention, swin needs windows; the rest explain every model).
+#: ViT's class-token attention, swin needs windows, tokens needs global attention rows; the rest
+#: explain every model).
 SECTION_MODELS: dict[str, set[str]] = {
     "heads": {"Tiny ViT"},
     "rollout": {"Tiny ViT"},
@@ -24,8 +25,12 @@ SECTION_MODELS: dict[str, set[str]] = {
     "faithfulness": {"Tiny ViT", "Tiny Swin"},
     "explorer": {"Tiny ViT", "Tiny Swin"},
     "stats": {"Tiny ViT", "Tiny Swin"},
+    "tokens": {"Tiny ViT"},
     "probe": {"Tiny ViT", "Tiny Swin"},
 }
+
+#: Sections that are off unless a config turns them on (the README: tokens).
+DEFAULT_OFF = {"tokens"}
 
 #: Model name → family for the two tiny models.
 TINY_FAMILIES = {"Tiny ViT": "vit", "Tiny Swin": "swin"}
@@ -60,7 +65,7 @@ def expected_jobs(config: Path, only: str | None = None) -> set[Job]:
     jobs: set[Job] = set()
     for name, explains in SECTION_MODELS.items():
         settings = sections.get(name, {})
-        if (name != only) if only is not None else not settings.get("enabled", True):
+        if (name != only) if only is not None else not settings.get("enabled", name not in DEFAULT_OFF):
             continue
         if name == "stats":
             targets = ["image-set"]

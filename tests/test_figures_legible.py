@@ -16,6 +16,7 @@ from generator.render.metrics import curves_figure
 from generator.render.perturb import variant_figure
 from generator.render.rollout import fusion_figure, gradient_figure, progression_figure
 from generator.render.swin import swin_rollout_figure, window_map_figure
+from generator.render.tokens import norm_maps_figure, shares_figure
 
 DPI = 150  # the gallery's default
 RNG = np.random.default_rng(0)
@@ -84,6 +85,18 @@ CASES = {
                                              "ViT-FMNIST on digits: test accuracy 91.20%"),
     "probe-40-classes": lambda: probe_figure([{"epoch": e, "train_loss": 1 / e, "val_accuracy": 0.5} for e in range(1, 4)],
                                              RNG.integers(0, 5, (40, 40)), [str(i) for i in range(40)], "Swin on faces"),
+    "tokens-norm-maps-fmnist": lambda: norm_maps_figure(view(28), 3 * RNG.random((2, 7, 7)), RNG.random((2, 7, 7)) > 0.9,
+                                                        first_block=4, factor=4.0,
+                                                        title="ViT-FMNIST: output-token norms of the last blocks"),
+    "tokens-norm-maps-dinov2": lambda: norm_maps_figure(view(224), 6 * RNG.random((4, 16, 16)),
+                                                        RNG.random((4, 16, 16)) > 0.97, first_block=8, factor=4.0,
+                                                        title="DINOv2-S/14 with registers: output-token norms"),
+    "tokens-shares": lambda: shares_figure({"outliers": {"the class token": [None, *RNG.random(11) / 5],
+                                                         "the mean patch query": [None, *RNG.random(11) / 10]},
+                                            "registers": {"the class token": list(RNG.random(12) / 2),
+                                                          "the mean patch query": list(RNG.random(12) / 3)}},
+                                           uniform=4 / 261, title="DINOv2-S/14 with registers: attention on outliers "
+                                                                  "and registers"),
     "faithfulness": lambda: curves_figure(np.linspace(0, 1, 50), RNG.random((6, 2, 50)),
                                           ["rollout (mean)", "rollout (max)", "rollout (min)", "gradient rollout",
                                            "last-block CLS attention", "LIME"],

@@ -118,6 +118,7 @@ def disable_sections(config: Path, names) -> None:
     text = config.read_text()
     for name in names:
         header = f"[sections.{name}]\n"
+        text = text.replace(f"{header}enabled = true\n", header)  # a section that is off by default, turned on
         text = text.replace(header, f"{header}enabled = false\n") if header in text else f"{text}\n{header}enabled = false\n"
     config.write_text(text)
 
@@ -301,12 +302,13 @@ def test_unreadable_figure_stamp_means_draw_again(gallery_copy):
 
 
 def _tiny_all_sections(tmp_path: Path) -> Path:
-    """A 1-image tiny gallery with every section on (faithfulness small)."""
+    """A 1-image tiny gallery with every section on (faithfulness small, tokens turned on)."""
     images = tmp_path / "images"
     write_synthetic_images(images, count=1, size=28)
     config = tmp_path / "gallery.toml"
     config.write_text(tiny_config_text(images, tmp_path, extra=(
         "[sections.faithfulness]\ngrid = 4\nstep = 4\nrandom_seeds = [0]\nrandomise_blocks = 0\n"
+        "[sections.tokens]\nenabled = true\n"
         "[methods.lime]\nenabled = false\n")), encoding="utf-8")
     return config
 

@@ -95,6 +95,45 @@ class ModelFamily(ABC):
 
         return vit_attention(module, x, capture=self.attention_capture)
 
+    def block_output_capture(self, module: torch.nn.Module) -> AbstractContextManager[Any]:
+        """Families with ``"attention-rows"``: a context manager under which a forward pass stores the
+        output tokens of every global-attention block, in the order of :meth:`attention`'s blocks, in its
+        yielded dict's ``"tokens"`` list ((batch, tokens, channels) each); hooks are removed on exit, also
+        on error.
+
+        Default: timm's convention (as :meth:`attention`'s default), every block of ``module.blocks``; a
+        family whose blocks live elsewhere hands its own list to
+        :func:`generator.token_norms.capture_block_outputs`.
+        """
+        from ..token_norms import capture_block_outputs
+
+        blocks = getattr(module, "blocks", None)
+        return capture_block_outputs(list(blocks) if blocks is not None else [])
+
+    def attention_and_outputs(self, module: torch.nn.Module,
+                              x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Families with ``"attention-rows"``: one forward pass of :meth:`attention` on ``x`` (B, 3, H, W)
+        under :meth:`block_output_capture`.
+
+        Returns:
+            logits: (B, classes), or (B, features) for a headless model.
+            attn: (blocks, B, heads, tokens, tokens) every block's attention.
+            tokens: (blocks, B, tokens, channels) every block's output.
+
+        Raises:
+            generator.attention.AttentionCaptureError: a block captured nothing.
+        """
+        import torch
+
+        from ..attention import AttentionCaptureError
+
+        with self.block_output_capture(module) as state:
+            logits, attn = self.attention(module, x)
+        missing = [i for i, t in enumerate(state["tokens"]) if t is None]
+        if missing:
+            raise AttentionCaptureError(f"no output tokens captured for blocks {missing}")
+        return logits, attn, torch.stack(state["tokens"])
+
     @abstractmethod
     def cam_target_layer(self, module: torch.nn.Module) -> torch.nn.Module:
         """The layer whose activations and gradients the CAMs read."""

@@ -14,10 +14,11 @@ from .probe import ProbeSection
 from .rollout import RolloutSection
 from .stats import StatsSection
 from .swin import SwinSection
+from .tokens import TokensSection
 from ..methods import registered as _library_methods  # noqa: F401,E402  (registers the library methods, after the sections' own)
 
-SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, StatsSection, LimeSection, MapsSection,
-                                         PerturbSection, ProbeSection, FaithfulnessSection, ExplorerSection)
+SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, StatsSection, TokensSection, LimeSection,
+                                         MapsSection, PerturbSection, ProbeSection, FaithfulnessSection, ExplorerSection)
 
 for _section in SECTIONS:
     register_table("sections", Table(_section.name, _section.Settings, _section.check_config))
