@@ -103,6 +103,10 @@ def load_module(config: ModelConfig, device: torch.device | str = "cpu") -> tupl
     Raises:
         WeightsError: unknown architecture, unreachable hub, missing or mismatching checkpoint.
     """
+    if config.is_hf:  # a transformers checkpoint: its own loader, next to its family adapters
+        from .families.hf_loading import load_hf_module
+
+        return load_hf_module(config, device)
     check_architecture(config)
     kind, arg = config.weights_kind, config.weights_arg
     if kind == "random":

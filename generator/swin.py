@@ -160,9 +160,12 @@ def window_attention(
             (windows row-major over the shifted grid, as timm partitions them).
         geometry: (stage, block) → :class:`BlockGeometry`.
     """
-    with capture_window_attention(model) as (attention, geometry):
+    from .families import family_of
+
+    family = family_of(model)  # the capture is the family adapter's (timm's or transformers' Swin)
+    with family.attention_capture(model) as (attention, geometry):
         logits = model(x)
-    if len(attention) != len(swin_blocks(model)):
+    if len(attention) != len(family.window_geometry(model)):
         raise AttentionCaptureError("some Swin blocks captured no attention")
     return logits, dict(attention), dict(geometry)
 
@@ -220,11 +223,10 @@ def full_attention(model: torch.nn.Module, x: torch.Tensor, stage: int, block: i
     Returns:
         (batch, heads, N, N), N = H·W of that stage's grid.
     """
-    blocks = swin_blocks(model)
-    if (stage, block) not in blocks:
-        raise ValueError(f"no block {block} in stage {stage}; the model has {sorted(blocks)}")
     with torch.no_grad():
         _, attention, geometry = window_attention(model, x)
+    if (stage, block) not in attention:
+        raise ValueError(f"no block {block} in stage {stage}; the model has {sorted(attention)}")
     return full_attention_from_windows(attention[(stage, block)], geometry[(stage, block)])
 
 
