@@ -216,6 +216,10 @@ def load_hf_module(config: ModelConfig, device: torch.device | str = "cpu") -> t
     except ValueError as exc:
         raise WeightsError(f"model {config.name!r}: its image processor ({type(processor).__name__}): {exc}") from None
     module = HFModel(hf.eval()).eval()
+    with torch.inference_mode(False), torch.no_grad():
+        # transformers builds some index tensors on first use and caches them process-wide (BEiT's relative
+        # position index): built here, outside inference mode, later gradient passes can use them.
+        module(torch.zeros(1, *data_config["input_size"]))
     family = family_of(module)
     sha = state_dict_sha256(module)
     device = resolve_device(device) if isinstance(device, str) else device
