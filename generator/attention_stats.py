@@ -695,7 +695,7 @@ def swin_attention_stats(model: torch.nn.Module, x: torch.Tensor,
 
     family = family_of(model)
     with torch.no_grad():
-        _, attention, geometry = window_attention(model, x)
+        _, attention, geometry = window_attention(model, x, family)
         out = {}
         for key, attn in attention.items():
             g = geometry[key]

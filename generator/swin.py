@@ -147,12 +147,14 @@ def capture_window_attention(model: torch.nn.Module) -> Iterator[tuple[dict, dic
 
 
 def window_attention(
-    model: torch.nn.Module, x: torch.Tensor
+    model: torch.nn.Module, x: torch.Tensor, adapter=None
 ) -> tuple[torch.Tensor, dict[BlockKey, torch.Tensor], dict[BlockKey, BlockGeometry]]:
     """Run ``model`` once; return logits, every block's window attention, and the blocks' geometry.
 
     Args:
         x: (batch, 3, H, W) normalised input.
+        adapter: the model's family adapter (:mod:`generator.families`), whose ``attention_capture`` and
+            ``window_geometry`` are used; default: timm's Swin blocks.
 
     Returns:
         logits: (batch, classes), identical to ``model(x)``.
@@ -160,12 +162,11 @@ def window_attention(
             (windows row-major over the shifted grid, as timm partitions them).
         geometry: (stage, block) → :class:`BlockGeometry`.
     """
-    from .families import family_of
-
-    family = family_of(model)  # the capture is the family adapter's (timm's or transformers' Swin)
-    with family.attention_capture(model) as (attention, geometry):
+    capture = adapter.attention_capture if adapter is not None else capture_window_attention
+    with capture(model) as (attention, geometry):
         logits = model(x)
-    if len(attention) != len(family.window_geometry(model)):
+    blocks = len(adapter.window_geometry(model)) if adapter is not None else len(swin_blocks(model))
+    if len(attention) != blocks:
         raise AttentionCaptureError("some Swin blocks captured no attention")
     return logits, dict(attention), dict(geometry)
 
@@ -223,10 +224,11 @@ def full_attention(model: torch.nn.Module, x: torch.Tensor, stage: int, block: i
     Returns:
         (batch, heads, N, N), N = H·W of that stage's grid.
     """
+    blocks = swin_blocks(model)
+    if (stage, block) not in blocks:
+        raise ValueError(f"no block {block} in stage {stage}; the model has {sorted(blocks)}")
     with torch.no_grad():
         _, attention, geometry = window_attention(model, x)
-    if (stage, block) not in attention:
-        raise ValueError(f"no block {block} in stage {stage}; the model has {sorted(attention)}")
     return full_attention_from_windows(attention[(stage, block)], geometry[(stage, block)])
 
 

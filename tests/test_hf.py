@@ -52,7 +52,7 @@ def test_captured_attention_is_the_models_own_output_attentions(checkpoints, kin
         hf.set_attn_implementation(implementation)
         before = _hooks(module)
         if "windows" in identity.capabilities:
-            logits, attention, geometry = window_attention(module, x)
+            logits, attention, geometry = window_attention(module, x, adapter)
         else:
             logits, attn = adapter.attention(module, x)
     assert hf.config._attn_implementation == implementation != "eager"  # eager only for the capture

@@ -17,11 +17,11 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from ..identity import ModelIdentity, WeightsError
+from ..identity import WeightsError
 from ..settings import ModelConfig
 
 __all__ = ["HF_PREFIX", "INSTALL_HINT", "SUPPORTED_CLASSES", "data_config_from_processor", "load_hf_module"]
@@ -50,15 +50,6 @@ def _transformers(config: ModelConfig) -> Any:
         raise WeightsError(f"model {config.name!r}: {config.arch} is a Hugging Face transformers model and "
                            f"transformers is not installed; install it with: {INSTALL_HINT}") from None
     return transformers
-
-
-def _offline_why() -> str | None:
-    """Why the hub cannot be asked (HF_HUB_OFFLINE, or the reachability probe), or None."""
-    from huggingface_hub import constants
-
-    from ..models import _hub_offline, hub_unreachable
-
-    return "HF_HUB_OFFLINE is set" if _hub_offline() else hub_unreachable(constants.ENDPOINT)
 
 
 def _where(config: ModelConfig) -> tuple[str, bool]:
@@ -96,11 +87,11 @@ def _hub_error(config: ModelConfig, repo: str, why: str) -> WeightsError:
         f"image processor's save_pretrained(FOLDER), then set weights = \"file:FOLDER\" for this model in the config.")
 
 
-def _pretrained(config: ModelConfig, load, repo: str, local: bool) -> Any:
+def _pretrained(config: ModelConfig, load, repo: str, local: bool, hub_problem: Callable[[], str | None]) -> Any:
     """``load(repo, **kwargs)`` (a from_pretrained), offline-aware for a hub repository."""
     kwargs: dict[str, Any] = {}
     if not local:
-        why = _offline_why()
+        why = hub_problem()
         if why is not None:
             kwargs["local_files_only"] = True  # the local cache may still hold it
             try:
@@ -179,23 +170,28 @@ def _class_names(config: ModelConfig, num_classes: int, hf_config: Any) -> tuple
     return tuple(id2label.get(i, f"class {i}") for i in range(num_classes))
 
 
-def load_hf_module(config: ModelConfig, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, ModelIdentity]:
-    """Build ``config``'s transformers model in eval mode on ``device``, wrapped; return it and its identity.
+def load_hf_module(config: ModelConfig, hub_problem: Callable[[], str | None]
+                   ) -> tuple[torch.nn.Module, dict, tuple[str, ...], str]:
+    """Build ``config``'s transformers model in eval mode, wrapped (:class:`~generator.families.hf_model.HFModel`).
+
+    Args:
+        hub_problem: why the hub cannot be asked now (offline, unreachable), or None.
+
+    Returns:
+        the module, its data config, its class names and a description of the weights' source.
 
     Raises:
         WeightsError: transformers missing, an unreachable hub, a folder without config or safetensors, remote
             code, an unsupported architecture, or a processor the data config cannot express.
     """
     transformers = _transformers(config)
-    from ..models import resolve_device, state_dict_sha256
-    from . import family_of
     from .hf_model import HFModel
 
     repo, local = _where(config)
     kind = config.weights_kind
     if local:
         _check_folder(config, Path(repo), weights=kind != "random")
-    hf_config = _pretrained(config, transformers.AutoConfig.from_pretrained, repo, local)
+    hf_config = _pretrained(config, transformers.AutoConfig.from_pretrained, repo, local, hub_problem)
     _refuse_remote_code(config, hf_config.to_dict(), repo)
     cls = _model_class(config, transformers, hf_config)
     if config.num_classes is not None:
@@ -208,9 +204,10 @@ def load_hf_module(config: ModelConfig, device: torch.device | str = "cpu") -> t
         hf = cls(hf_config)
         source = f"random init (seed {config.weights_arg}) of {repo}'s config"
     else:
-        hf = _pretrained(config, lambda r, **kw: cls.from_pretrained(r, use_safetensors=True, **kw), repo, local)
+        hf = _pretrained(config, lambda r, **kw: cls.from_pretrained(r, use_safetensors=True, **kw), repo, local,
+                         hub_problem)
         source = f"save_pretrained folder {Path(repo).name}" if local else f"Hugging Face hub ({repo})"
-    processor = _pretrained(config, transformers.AutoImageProcessor.from_pretrained, repo, local)
+    processor = _pretrained(config, transformers.AutoImageProcessor.from_pretrained, repo, local, hub_problem)
     try:
         data_config = data_config_from_processor(processor)
     except ValueError as exc:
@@ -220,19 +217,4 @@ def load_hf_module(config: ModelConfig, device: torch.device | str = "cpu") -> t
         # transformers builds some index tensors on first use and caches them process-wide (BEiT's relative
         # position index): built here, outside inference mode, later gradient passes can use them.
         module(torch.zeros(1, *data_config["input_size"]))
-    family = family_of(module)
-    sha = state_dict_sha256(module)
-    device = resolve_device(device) if isinstance(device, str) else device
-    module.to(device)
-    return module, ModelIdentity(
-        family=family.name,
-        data_config=data_config,
-        class_names=_class_names(config, module.num_classes, hf_config),
-        weights_sha256=sha,
-        source=f"{source}, transformers {cls.__name__}",
-        random_weights=kind == "random",
-        structure=family.structure(module),
-        timm_name="",
-        capabilities=tuple(sorted(family.model_capabilities(module))),
-    )
-
+    return module, data_config, _class_names(config, module.num_classes, hf_config), f"{source}, transformers {cls.__name__}"
