@@ -40,7 +40,7 @@ import torch
 
 from .attention import TokenLayout
 from .bootstrap import Interval, bootstrap_interval
-from .swin import BlockGeometry, swin_blocks, window_attention
+from .swin import BlockGeometry, window_attention
 
 __all__ = [
     "KERNEL_CLASSES",
@@ -403,8 +403,8 @@ def vit_attention_stats(model: torch.nn.Module, x: torch.Tensor, top_fraction: f
         x: (images, 3, H, W) preprocessed input.
 
     Returns:
-        :class:`VitAttentionStats`; the patch size in pixels is read from
-        ``model.patch_embed.patch_size``.
+        :class:`VitAttentionStats`; the patch size in pixels is the family adapter's
+        :meth:`~generator.families.ModelFamily.patch_size`.
     """
     from .families import family_of
 
@@ -412,9 +412,7 @@ def vit_attention_stats(model: torch.nn.Module, x: torch.Tensor, top_fraction: f
     layout = family.token_layout(model)
     with torch.no_grad():
         _, attn = family.attention(model, x)
-    patch = getattr(model.patch_embed, "patch_size", None)
-    if patch is None:
-        patch = (x.shape[-2] / layout.grid[0], x.shape[-1] / layout.grid[1])
+    patch = family.patch_size(model)
     return vit_stats_from_attention(attn, layout, tuple(float(s) for s in patch), top_fraction)
 
 
@@ -683,23 +681,25 @@ class SwinAttentionStats:
 
 def swin_attention_stats(model: torch.nn.Module, x: torch.Tensor,
                          thresholds: KernelThresholds = KernelThresholds()) -> SwinAttentionStats:
-    """Run a timm Swin once on ``x`` and compute :func:`swin_block_stats` for every block.
+    """Run a Swin once on ``x`` and compute :func:`swin_block_stats` for every block.
 
-    The relative position bias of each head is read from the block's
-    ``WindowAttention._get_rel_pos_bias()``; a stage's pixel spacing is the input size over
-    its grid.
+    The relative position bias of each head is the family adapter's
+    :meth:`~generator.families.ModelFamily.window_position_bias`; a stage's pixel spacing is the
+    input size over its grid.
 
     Args:
-        model: a timm SwinTransformer in eval mode.
+        model: a Swin (timm's or transformers') in eval mode.
         x: (images, 3, H, W) preprocessed input.
     """
-    modules = swin_blocks(model)
+    from .families import family_of
+
+    family = family_of(model)
     with torch.no_grad():
-        _, attention, geometry = window_attention(model, x)
+        _, attention, geometry = window_attention(model, x, family)
         out = {}
         for key, attn in attention.items():
             g = geometry[key]
-            bias = modules[key].attn._get_rel_pos_bias()[0].detach().cpu()
+            bias = family.window_position_bias(model, key).detach().cpu()
             spacing = (x.shape[-2] / g.grid[0], x.shape[-1] / g.grid[1])
             out[key] = swin_block_stats(attn, g, bias=bias, pixel_spacing=spacing, stage=key[0], block=key[1],
                                         thresholds=thresholds)

@@ -124,7 +124,11 @@ def _resolve_section_paths(sections: Settings, base: Path) -> Settings:
 
 def _resolve_weights(model: ModelConfig, base: Path) -> ModelConfig:
     if model.weights_kind == "file" and model.weights_arg:
-        return model.model_copy(update={"weights": f"file:{_resolve(base, Path(model.weights_arg))}"})
+        model = model.model_copy(update={"weights": f"file:{_resolve(base, Path(model.weights_arg))}"})
+    folder = base / model.arch[3:] if model.is_hf else None
+    if folder is not None and not Path(model.arch[3:]).is_absolute() and folder.is_dir():
+        # an hf: checkpoint that is a folder next to the config, as from_pretrained would find it
+        model = model.model_copy(update={"arch": f"hf:{folder.resolve()}"})
     return model
 
 
@@ -174,6 +178,9 @@ def _check_weights(model: ModelConfig, key: str, source: Path | None) -> None:
     if kind == "hub":
         if arg:
             raise ConfigError(source, key, "'hub' takes no argument; the architecture names the weights")
+    elif kind == "file" and model.is_hf:
+        if not arg or not Path(arg).is_dir():
+            raise ConfigError(source, key, f"hf: weights are a save_pretrained folder; not found: {arg or '(empty)'}")
     elif kind == "file":
         path = Path(arg) if arg else None
         if path is None or not path.is_file():

@@ -295,7 +295,7 @@ def swin_explorer_data(model: torch.nn.Module, x: torch.Tensor, index: int = 0) 
         ValueError: a stage grid that is not a whole number of windows (timm pads it).
     """
     with torch.inference_mode():
-        _, attention, geometry = window_attention(model, x)
+        _, attention, geometry = window_attention(model, x, family_of(model))
     blocks = []
     for key in sorted(attention):
         g = geometry[key]

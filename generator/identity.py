@@ -83,11 +83,20 @@ def _package(name: str) -> str:
         return "not installed"
 
 
+def _folder_files(path: Path) -> dict[str, Any]:
+    """Size, mtime and inode of each file of a folder (a save_pretrained folder's files change in place)."""
+    if not path.is_dir():
+        return {}
+    return {"files": {f.name: [f.stat().st_size, f.stat().st_mtime_ns, f.stat().st_ino]
+                      for f in sorted(path.iterdir()) if f.is_file()}}
+
+
 def identity_key(config: ModelConfig) -> str | None:
     """What the model's identity depends on, hashed; None when it cannot be known without loading.
 
     ``file:`` weights are identified by their path, size, inode and mtime (a changed file loads
-    again); ``random:`` by the seed. Hub weights can change under the same name: always loaded.
+    again), a ``save_pretrained`` folder also by its files'; ``random:`` by the seed (and an ``hf:`` folder's
+    files). Hub weights and configs can change under the same name: always loaded.
     """
     if config.weights_kind == "file":
         path = Path(config.weights_arg)
@@ -96,13 +105,19 @@ def identity_key(config: ModelConfig) -> str | None:
         except OSError:
             return None
         weights: Any = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-                        "inode": stat.st_ino}
+                        "inode": stat.st_ino, **_folder_files(path)}
+    elif config.weights_kind == "random" and config.is_hf:
+        folder = Path(config.arch[3:])
+        if not folder.is_dir():
+            return None  # the architecture comes from the hub's config, which can change
+        weights = {"seed": config.weights_arg, **_folder_files(folder)}
     elif config.weights_kind == "random":
         weights = {"seed": config.weights_arg}
     else:
         return None
+    libraries = {"transformers": _package("transformers")} if config.is_hf else {"timm": _package("timm")}
     return cache_key(kind="model-identity", generator=__version__, config=config.model_dump(), weights=weights,
-                     torch=_package("torch"), timm=_package("timm"))
+                     torch=_package("torch"), **libraries)
 
 
 def _digest(identity: dict[str, Any]) -> str:

@@ -103,6 +103,8 @@ def load_module(config: ModelConfig, device: torch.device | str = "cpu") -> tupl
     Raises:
         WeightsError: unknown architecture, unreachable hub, missing or mismatching checkpoint.
     """
+    if config.is_hf:
+        return _load_hf(config, device)
     check_architecture(config)
     kind, arg = config.weights_kind, config.weights_arg
     if kind == "random":
@@ -147,6 +149,25 @@ def load_module(config: ModelConfig, device: torch.device | str = "cpu") -> tupl
         timm_name=timm_name(module, config.arch),
         capabilities=tuple(sorted(family.model_capabilities(module))),
     )
+
+
+def _load_hf(config: ModelConfig, device: torch.device | str) -> tuple[torch.nn.Module, ModelIdentity]:
+    """A transformers checkpoint (``arch = "hf:…"``): its own loader, next to its family adapters."""
+    from huggingface_hub import constants
+
+    from .families.hf_loading import load_hf_module
+
+    def hub_problem() -> str | None:
+        return "HF_HUB_OFFLINE is set" if _hub_offline() else hub_unreachable(constants.ENDPOINT)
+
+    module, data_config, class_names, source = load_hf_module(config, hub_problem)
+    family = family_of(module)
+    sha = state_dict_sha256(module)
+    module.to(resolve_device(device) if isinstance(device, str) else device)
+    return module, ModelIdentity(
+        family=family.name, data_config=data_config, class_names=class_names, weights_sha256=sha, source=source,
+        random_weights=config.weights_kind == "random", structure=family.structure(module), timm_name="",
+        capabilities=tuple(sorted(family.model_capabilities(module))))
 
 
 def timm_name(module: torch.nn.Module, arch: str) -> str:

@@ -162,7 +162,9 @@ class ModelConfig(Settings):
     ships inside this package for the embedded models),
     ``"file:PATH"`` (a local .safetensors, .pth/.bin or .npz loaded through timm's pretrained
     path) or ``"random:SEED"`` (seeded random init, labelled "random weights" everywhere).
-    ``arch`` is a timm architecture, optionally with a pretrained tag (``name.tag``).
+    ``arch`` is a timm architecture, optionally with a pretrained tag (``name.tag``), or ``hf:REPO``, a
+    transformers checkpoint (:mod:`generator.families.hf_loading`): a hub repository or a ``save_pretrained``
+    folder, whose ``file:`` weights are such a folder.
     ``labels`` is ``"auto"`` (the weights' own: timm's ImageNet info, or the pretrained
     config's label names), or an explicit list of class names.
     """
@@ -186,6 +188,11 @@ class ModelConfig(Settings):
         if value != "auto" and not value:
             raise ValueError("an explicit label list must not be empty")
         return value
+
+    @property
+    def is_hf(self) -> bool:
+        """``arch = "hf:REPO"``: a Hugging Face transformers checkpoint (a hub repository or a save_pretrained folder)."""
+        return self.arch.startswith("hf:")
 
     @property
     def weights_kind(self) -> str:

@@ -147,12 +147,14 @@ def capture_window_attention(model: torch.nn.Module) -> Iterator[tuple[dict, dic
 
 
 def window_attention(
-    model: torch.nn.Module, x: torch.Tensor
+    model: torch.nn.Module, x: torch.Tensor, adapter=None
 ) -> tuple[torch.Tensor, dict[BlockKey, torch.Tensor], dict[BlockKey, BlockGeometry]]:
     """Run ``model`` once; return logits, every block's window attention, and the blocks' geometry.
 
     Args:
         x: (batch, 3, H, W) normalised input.
+        adapter: the model's family adapter (:mod:`generator.families`), whose ``attention_capture`` and
+            ``window_geometry`` are used; default: timm's Swin blocks.
 
     Returns:
         logits: (batch, classes), identical to ``model(x)``.
@@ -160,9 +162,11 @@ def window_attention(
             (windows row-major over the shifted grid, as timm partitions them).
         geometry: (stage, block) → :class:`BlockGeometry`.
     """
-    with capture_window_attention(model) as (attention, geometry):
+    capture = adapter.attention_capture if adapter is not None else capture_window_attention
+    with capture(model) as (attention, geometry):
         logits = model(x)
-    if len(attention) != len(swin_blocks(model)):
+    blocks = len(adapter.window_geometry(model)) if adapter is not None else len(swin_blocks(model))
+    if len(attention) != blocks:
         raise AttentionCaptureError("some Swin blocks captured no attention")
     return logits, dict(attention), dict(geometry)
 

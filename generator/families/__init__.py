@@ -10,6 +10,8 @@ from .base import (CAPABILITIES, ModelFamily, UnsupportedModelError, family_name
                    register_family, registered_families, unregister_family)
 from . import vit as _vit  # noqa: F401,E402  (registers the family)
 from . import swin as _swin  # noqa: F401,E402  (registers the family)
+from . import hf_vit as _hf_vit  # noqa: F401,E402  (registers the family)
+from . import hf_swin as _hf_swin  # noqa: F401,E402  (registers the family)
 
 __all__ = ["CAPABILITIES", "ModelFamily", "UnsupportedModelError", "family_named", "family_of", "missing_needs",
            "register_family", "registered_families", "unregister_family"]

@@ -134,6 +134,19 @@ class ModelFamily(ABC):
             raise AttentionCaptureError(f"no output tokens captured for blocks {missing}")
         return logits, attn, torch.stack(state["tokens"])
 
+    def attention_gradients(self, module: torch.nn.Module, x: torch.Tensor, target: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Families with ``"attention-rows"``: logits (B, classes), the attention (blocks, B, heads, T, T) the
+        forward pass used and the gradient of the ``target`` logit (default: the predicted class) with respect
+        to it (default: timm's ViT blocks, :func:`generator.attention.vit_attention_gradients`)."""
+        from ..attention import vit_attention_gradients
+
+        return vit_attention_gradients(module, x, target)
+
+    def window_position_bias(self, module: torch.nn.Module, key: tuple[int, int]) -> torch.Tensor:
+        """Families with ``"windows"``: the (heads, N, N) relative position bias of block ``key`` = (stage, block)."""
+        raise NotImplementedError(f"the {self.name} family has no window position bias")
+
     @abstractmethod
     def cam_target_layer(self, module: torch.nn.Module) -> torch.nn.Module:
         """The layer whose activations and gradients the CAMs read."""

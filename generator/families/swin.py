@@ -45,6 +45,11 @@ class SwinFamily(ModelFamily):
 
         return capture_window_attention(module)
 
+    def window_position_bias(self, module, key: tuple[int, int]) -> torch.Tensor:
+        """``WindowAttention._get_rel_pos_bias()`` of ``model.layers[s].blocks[b]``."""
+        stage, block = key
+        return module.layers[stage].blocks[block].attn._get_rel_pos_bias()[0]
+
     def cam_target_layer(self, module) -> torch.nn.Module:
         """The last block's ``norm1``: ``model.layers[-1].blocks[-1].norm1``."""
         return module.layers[-1].blocks[-1].norm1

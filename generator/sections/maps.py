@@ -34,6 +34,7 @@ class MapsSection(ComparesMaps, Section):
     template = "sections/maps.md.j2"
     chapter = ("relevance-maps", "Relevance maps", "chapters/maps_intro.md.j2")
     Settings = MapsSettings
+    version = 2  # 2: records name the enabled methods left out for the model
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
@@ -50,7 +51,7 @@ class MapsSection(ComparesMaps, Section):
             methods.append({"id": spec.id, "title": spec.title, "description": spec.method.description,
                             "shape": list(relevance.values.shape)})
         meta = {**prediction_meta(model, logits), "target": model.class_names[target], "methods": methods,
-                "scale": self.settings.scale}
+                "scale": self.settings.scale, "left_out": left_out_methods(self.config, model)}
         return Record(section=self.name, model=model.name, image=image.slug, arrays=arrays, meta=meta)
 
     def render(self, record: Record) -> dict[str, Figure]:
@@ -79,5 +80,26 @@ class MapsSection(ComparesMaps, Section):
         m = record.meta
         scale = ("each map scaled to its largest magnitude" if m["scale"] == "map" else
                  "each map normalised to unit total relevance, one colour scale for all")
+        groups: dict[str, list[str]] = {}
+        for x in m.get("left_out", []):
+            groups.setdefault(x["lacks"], []).append(x["title"])
+        left_out = ("; ".join(f"{', '.join(titles)} (it lacks {lacks})" for lacks, titles in groups.items()))
+        left_out = f" Left out for this model: {left_out}." if left_out else ""
         return (f"{m['model_display']}: {len(m['methods'])} relevance maps for the predicted class {m['target']} "
-                f"({', '.join(x['title'] for x in m['methods'])}); {scale}.")
+                f"({', '.join(x['title'] for x in m['methods'])}); {scale}.{left_out}")
+
+
+def left_out_methods(config, model: LoadedModel) -> list[dict]:
+    """Enabled methods that do not apply to ``model`` (LRP on a model whose modules its rules do not cover …),
+    each with what the model lacks, in words."""
+    from ..families import CAPABILITIES
+    from ..relevance import registered_methods
+
+    out = []
+    for cls in registered_methods():
+        for variant in cls.variants(config):
+            method = cls(config, variant)
+            if method.enabled() and not method.applies_to(model):
+                lacks = "; ".join(CAPABILITIES.get(need, need) for need in model.missing(method.needs))
+                out.append({"title": method.title, "lacks": lacks})
+    return out

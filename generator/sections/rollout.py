@@ -50,7 +50,6 @@ class RolloutSection(Section):
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
 
-        from ..attention import vit_attention_gradients
         from ..rollout import attention_rollout, gradient_rollout, rollout_mask, rollout_progression
 
         s = self.settings
@@ -81,7 +80,7 @@ class RolloutSection(Section):
                 "blocks": list(range(s.start_block, attn.shape[0])), "grid": list(layout.grid)}
         if s.gradient:
             target = logits.argmax(-1)
-            _, attn_used, grads = vit_attention_gradients(model.module, x, target)
+            _, attn_used, grads = model.adapter.attention_gradients(model.module, x, target)
             weighted = gradient_rollout(attn_used.double(), grads.double(), start_block=s.gradient_start_block)
             arrays["gradient"] = rollout_mask(weighted, layout.grid, layout.num_prefix_tokens, query=cls)[0].float().cpu().numpy()
             arrays["plain"] = rollout_mask(attention_rollout(attn, discard_ratio=0.0, start_block=s.gradient_start_block,
@@ -183,12 +182,12 @@ class GradientRolloutMethod(_RolloutOwned):
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
         import torch
 
-        from ..attention import vit_attention_gradients
         from ..rollout import gradient_rollout, rollout_mask
 
         layout = model.adapter.token_layout(model.module)
         cls = layout.prefix_names.index("CLS")
-        _, used, grads = vit_attention_gradients(model.module, inputs.x[None].to(model.device), torch.tensor([target]))
+        _, used, grads = model.adapter.attention_gradients(model.module, inputs.x[None].to(model.device),
+                                                           torch.tensor([target]))
         weighted = gradient_rollout(used.double(), grads.double(),
                                     start_block=self.config.sections.rollout.gradient_start_block)
         return RelevanceMap(rollout_mask(weighted, layout.grid, layout.num_prefix_tokens, query=cls)[0].cpu().numpy())

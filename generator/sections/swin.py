@@ -53,7 +53,7 @@ class SwinSection(Section):
 
         s = self.settings
         with torch.inference_mode():
-            logits, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device))
+            logits, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device), model.adapter)
         arrays = {"view": inputs.view}
         targets, skipped = [], []
         for stage, block in s.targets:
@@ -146,7 +146,7 @@ class SwinRolloutMethod(RelevanceMethod):
 
         s = self.config.sections.swin
         with torch.inference_mode():
-            _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device))
+            _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device), model.adapter)
         relevance, _ = swin_rollout(attention, geometry, head_fusion=s.rollout_fusion,
                                     discard_ratio=s.rollout_discard_ratio, normalize=s.rollout_normalize)
         return RelevanceMap(relevance[0].cpu().numpy())
@@ -167,7 +167,7 @@ class SwinWindowAttentionMethod(RelevanceMethod):
         from ..swin import full_attention_from_windows, window_attention
 
         with torch.inference_mode():
-            _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device))
+            _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device), model.adapter)
         last = max(attention)
         full = full_attention_from_windows(attention[last].double(), geometry[last])  # 1, heads, N, N
         return RelevanceMap(full[0].mean(0).mean(0).reshape(geometry[last].grid).cpu().numpy())
