@@ -204,6 +204,9 @@ class RunConfig(Settings):
     fail_fast: Bool = False
     #: Figure resolution for the site (PNG). PDFs are vector.
     dpi: Int = 150
+    #: Also write every figure as a PDF beside its PNG. Off for the site: the PDFs were a quarter of the
+    #: default gallery's bytes, for readers who print; ``vit-gallery figures`` always writes them.
+    pdf: Bool = False
 
     @field_validator("dpi")
     @classmethod

@@ -170,12 +170,12 @@ def unique_labels(labels: list[Any]) -> list[str]:
 
 
 def figure_downloads(result, figure_id: str, docs: Path) -> list[tuple[str, str]]:
-    """(label, path relative to the docs folder) of everything behind one figure: PNG, PDF, the
+    """(label, path relative to the docs folder) of everything behind one figure: PNG, PDF (when written), the
     numbers it draws (``.data.json``), and its section's table when one belongs to this figure."""
     from .render import data_path
 
     ref = result.figures[figure_id]
-    links = [("PNG", ref.png), ("PDF", ref.pdf)]
+    links = [("PNG", ref.png)] + ([("PDF", ref.pdf)] if ref.pdf else [])
     data = data_path(ref.png)
     if (docs / data).is_file():
         links.append(("data (JSON)", data))
@@ -292,7 +292,7 @@ def write_figure_archive(result: RunResult, target: Path) -> Path | None:
     for r in result.results:
         for ref in r.figures.values():
             for rel in (ref.png, ref.pdf, data_path(ref.png)):
-                if (docs / rel).is_file():
+                if rel and (docs / rel).is_file():
                     files.append((rel, docs / rel))
     if not files:
         return None
@@ -434,7 +434,8 @@ def write_front_pages(pages: PageWriter, known, predicted) -> None:
     config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
     pages.page("reproducibility.md.j2", "reproducibility.md", report=run_report, config=result.config,
                config_text=config_text)
-    pages.page("figure-list.md.j2", "figure-list.md", dpi=result.config.run.dpi, context=lambda: figure_list(pages.docs, result))
+    pages.page("figure-list.md.j2", "figure-list.md", dpi=result.config.run.dpi, pdf=result.config.run.pdf,
+               context=lambda: figure_list(pages.docs, result))
     pages.page("run-report.md.j2", "run-report.md", report=run_report, failures=result.failures)
 
 
