@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import html
 import io
+import json
 import os
 import re
 import shutil
@@ -608,8 +609,6 @@ def nav(result: RunResult) -> list[Any]:
 
 def write_mkdocs_config(result: RunResult, base_config: Path | None = None) -> Path:
     """Write ``<output>/mkdocs.yml``: inherits the project's theme and adds docs_dir, site_dir, nav."""
-    import json
-
     out = result.config.output
     target = out / "mkdocs.yml"
     inherit = os.path.relpath(base_config or resources.theme_config(), out)
@@ -652,8 +651,44 @@ def build_site(mkdocs_config: Path, site_dir: Path | None = None, keep_source_ma
     )
     if proc.returncode != 0:
         raise SiteBuildError(f"mkdocs build failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}".strip())
-    if site_dir is not None and not keep_source_maps:
-        strip_source_maps(site_dir)
+    if site_dir is not None:
+        strip_unused_search_languages(site_dir)
+        if not keep_source_maps:
+            strip_source_maps(site_dir)
+
+
+def search_language_files(langs: list[str]) -> set[str]:
+    """The files under the theme's ``assets/javascripts/lunr/`` that its search worker loads for
+    the index's languages (the worker's own rule: English needs none; Japanese adds ``tinyseg.js``,
+    Hindi and Thai ``wordcut.js``, more than one language ``lunr.multi``)."""
+    extra = [f"min/lunr.{lang}.min.js" for lang in langs if lang != "en"]
+    extra += ["tinyseg.js"] if "ja" in langs else []
+    extra += ["wordcut.js"] if {"hi", "th"} & set(langs) else []
+    extra += ["min/lunr.multi.min.js"] if len(langs) > 1 else []
+    return {"min/lunr.stemmer.support.min.js", *extra} if extra else set()
+
+
+def strip_unused_search_languages(site_dir: Path) -> int:
+    """Delete the theme's search support for languages the site's index does not use (every
+    language's stemmer and the Thai word list: 0.9 MB, none of it loaded for English). Returns the
+    bytes removed; nothing when the index cannot be read."""
+    lunr = site_dir / "assets" / "javascripts" / "lunr"
+    try:
+        langs = json.loads((site_dir / "search" / "search_index.json").read_text(encoding="utf-8"))["config"]["lang"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    if not lunr.is_dir():
+        return 0
+    keep = search_language_files(langs)
+    removed = 0
+    for path in sorted(lunr.rglob("*.js")):
+        if path.relative_to(lunr).as_posix() not in keep:
+            removed += path.stat().st_size
+            path.unlink()
+    for folder in sorted([lunr, *lunr.rglob("*")], key=lambda p: -len(p.parts)):  # deepest first
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
 
 
 _SOURCE_MAP_COMMENT = re.compile(rb"\n?(//# sourceMappingURL=[^\n]*|/\*# sourceMappingURL=[^*]*\*/)\s*$")
