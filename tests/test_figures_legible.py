@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from generator.render import style
+from generator.settings import RunConfig
 from generator.render.finetune import probe_figure
 from generator.render.heads import head_grid_figure
 from generator.render.lime import lime_figure
@@ -17,7 +18,7 @@ from generator.render.perturb import variant_figure
 from generator.render.rollout import fusion_figure, gradient_figure, progression_figure
 from generator.render.swin import swin_rollout_figure, window_map_figure
 
-DPI = 150  # the gallery's default
+DPI = RunConfig().dpi  # the gallery's default
 RNG = np.random.default_rng(0)
 LONG = "worm fence, snake fence, snake-rail fence, Virginia fence"
 
