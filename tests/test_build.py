@@ -101,6 +101,26 @@ def test_build_produces_site_with_every_page_and_figure(built_gallery):
     assert all(len(m["weights_sha256"]) == 64 for m in report["models"])
 
 
+def test_the_site_stays_light(built_gallery):
+    """What keeps the default gallery's site under 25 MB (README, "Size"), on the shared gallery: no
+    PDFs; every figure's PNG at the site's screen dpi and at most twice the column it is read in
+    (a high-density screen's pixels, no more); none of the theme's search support for other languages."""
+    from PIL import Image
+
+    from generator.render.style import DISPLAY_WIDTH_PX
+
+    cfg = load_config(built_gallery.config)
+    site = cfg.site_dir
+    assert cfg.run.dpi <= 100 and not cfg.run.pdf
+    figures = sorted((site / "figures").rglob("*.png"))
+    assert figures and not list(site.rglob("*.pdf"))
+    for png in figures:
+        with Image.open(png) as image:
+            assert round(image.info["dpi"][0]) == cfg.run.dpi, png
+            assert image.width <= 2 * DISPLAY_WIDTH_PX, (png, image.size)
+    assert not (site / "assets" / "javascripts" / "lunr").exists()
+
+
 def test_probe_chapter_with_a_missing_dataset(built_gallery, gallery_copy):
     """The shared gallery's probe names a dataset that is not there: skipped with where to get it."""
     out = built_gallery.stdout
