@@ -97,9 +97,10 @@ def export_figures(config: GalleryConfig, out_dir: Path, *, dpi: int = 300, jobs
                    log: Callable[[str], None] = lambda message: None) -> RunResult:
     """Write only the figures (PNG at ``dpi``, and PDF), tables and data files into ``out_dir``.
 
-    Cached results are reused; no pages, site or run report are written.
+    Cached results are reused; no pages, site or run report are written. The PDFs are written
+    whatever ``run.pdf`` says: this export is where a site without them sends its readers.
     """
     from .runner import run
 
-    config = config.model_copy(update={"run": config.run.model_copy(update={"dpi": dpi})})
+    config = config.model_copy(update={"run": config.run.model_copy(update={"dpi": dpi, "pdf": True})})
     return run(config, docs_dir=Path(out_dir).resolve(), write_report=False, jobs=jobs, progress=progress, log=log)

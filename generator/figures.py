@@ -62,7 +62,7 @@ def _render_task(config: GalleryConfig, section_name: str, record: Record, job: 
     try:
         section = next(cls for cls in SECTIONS if cls.name == section_name)(config)
         cache = ResultCache(Path(cache_root), enabled=cache_enabled)
-        refs = _render(section, record, job, cache, docs_dir, model_slug, config.run.dpi)
+        refs = _render(section, record, job, cache, docs_dir, model_slug, config.run.dpi, config.run.pdf)
         return refs, time.perf_counter() - start
     except Exception as exc:  # returned as text: tracebacks do not cross process boundaries
         fault = write_fault(exc)
@@ -136,15 +136,17 @@ def _has_size(path: Path, size: int) -> bool:
 
 
 def _render(section: Section, record: Record, job: Job, cache: ResultCache, docs_dir: Path,
-            model_slug: str, dpi: int) -> dict[str, FigureRef]:
-    """Draw and write the record's figures unless a stamp says they exist for this key, dpi and place.
+            model_slug: str, dpi: int, pdf: bool) -> dict[str, FigureRef]:
+    """Draw and write the record's figures (PNG, and PDF when ``pdf``) unless a stamp says they
+    exist for this key, dpi, format set and place.
 
     The stamp is per output place (model and image slug): two images with identical bytes share
-    the cached result but each gets its own figures.
+    the cached result but each gets its own figures. Without ``pdf``, a PDF an earlier build left
+    beside a figure is removed, so the site does not publish a stale one.
     """
     from .render import RENDER_VERSION  # drawing or captions changed: draw again
 
-    stamp_name = f"figures-r{RENDER_VERSION}-{dpi}-{model_slug}-{record.image}"
+    stamp_name = f"figures-r{RENDER_VERSION}-{dpi}{'-pdf' if pdf else ''}-{model_slug}-{record.image}"
     stamped = cache.has_stamp(job.key, stamp_name)
     refs: dict[str, FigureRef] = {}
     if stamped:
@@ -153,17 +155,21 @@ def _render(section: Section, record: Record, job: Job, cache: ResultCache, docs
             refs = {fid: FigureRef(**ref) for fid, ref in listed.items()}
         except (ValueError, TypeError, OSError):  # an unreadable stamp: draw again
             refs = {}
-        if refs and all((docs_dir / r.png).is_file() and (docs_dir / r.pdf).is_file() for r in refs.values()):
+        if refs and all((docs_dir / r.png).is_file() and (r.pdf is None or (docs_dir / r.pdf).is_file())
+                        for r in refs.values()):
             return refs
     from .render.style import save_figure  # matplotlib: only when something is drawn
 
     refs = {}
     for figure_id, fig in section.render(record).items():
         stem = figure_stem(docs_dir, section.name, figure_id, model_slug, record.image)
-        save_figure(fig, stem, dpi)
+        save_figure(fig, stem, dpi, pdf=pdf)
         fig.clear()
+        if not pdf:
+            stem.with_suffix(".pdf").unlink(missing_ok=True)
         rel = stem.relative_to(docs_dir).as_posix()
-        refs[figure_id] = FigureRef(png=f"{rel}.png", pdf=f"{rel}.pdf", caption=section.caption(record, figure_id))
+        refs[figure_id] = FigureRef(png=f"{rel}.png", pdf=f"{rel}.pdf" if pdf else None,
+                                    caption=section.caption(record, figure_id))
     cache.stamp(job.key, stamp_name, canonical_json({k: asdict(v) for k, v in refs.items()}))
     return refs
 

@@ -80,9 +80,10 @@ def summary_lines(result: RunResult) -> Iterable[str]:
     for r in result.results:
         per_section[r.section] = per_section.get(r.section, 0) + 1
     figures = sum(len(r.figures) for r in result.results)
+    formats = "PNG + PDF" if result.config.run.pdf else "PNG"
     yield (f"{plural(len(result.images), 'image')} × {plural(len(result.models), 'model')}: "
            f"{plural(len(result.results), 'result')} "
-           f"({sum(r.cached for r in result.results)} from cache), {figures} figures (PNG + PDF), "
+           f"({sum(r.cached for r in result.results)} from cache), {figures} figures ({formats}), "
            f"{result.wall_seconds:.1f}s")
     for name, count in per_section.items():
         yield f"  {name:<12} {count:>4} results  {result.section_seconds.get(name, 0):7.1f}s"

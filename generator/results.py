@@ -33,10 +33,10 @@ class Failure:
 
 @dataclass
 class FigureRef:
-    """A written figure: paths relative to the docs folder, and its caption."""
+    """A written figure: paths relative to the docs folder (``pdf``: None when ``run.pdf`` is off), and its caption."""
 
     png: str
-    pdf: str
+    pdf: str | None
     caption: str
 
 

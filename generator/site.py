@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import html
 import io
+import json
 import os
 import re
 import shutil
@@ -170,12 +171,12 @@ def unique_labels(labels: list[Any]) -> list[str]:
 
 
 def figure_downloads(result, figure_id: str, docs: Path) -> list[tuple[str, str]]:
-    """(label, path relative to the docs folder) of everything behind one figure: PNG, PDF, the
+    """(label, path relative to the docs folder) of everything behind one figure: PNG, PDF (when written), the
     numbers it draws (``.data.json``), and its section's table when one belongs to this figure."""
     from .render import data_path
 
     ref = result.figures[figure_id]
-    links = [("PNG", ref.png), ("PDF", ref.pdf)]
+    links = [("PNG", ref.png)] + ([("PDF", ref.pdf)] if ref.pdf else [])
     data = data_path(ref.png)
     if (docs / data).is_file():
         links.append(("data (JSON)", data))
@@ -292,7 +293,7 @@ def write_figure_archive(result: RunResult, target: Path) -> Path | None:
     for r in result.results:
         for ref in r.figures.values():
             for rel in (ref.png, ref.pdf, data_path(ref.png)):
-                if (docs / rel).is_file():
+                if rel and (docs / rel).is_file():
                     files.append((rel, docs / rel))
     if not files:
         return None
@@ -434,7 +435,8 @@ def write_front_pages(pages: PageWriter, known, predicted) -> None:
     config_text = result.config.source.read_text(encoding="utf-8") if result.config.source else ""
     pages.page("reproducibility.md.j2", "reproducibility.md", report=run_report, config=result.config,
                config_text=config_text)
-    pages.page("figure-list.md.j2", "figure-list.md", dpi=result.config.run.dpi, context=lambda: figure_list(pages.docs, result))
+    pages.page("figure-list.md.j2", "figure-list.md", dpi=result.config.run.dpi, pdf=result.config.run.pdf,
+               context=lambda: figure_list(pages.docs, result))
     pages.page("run-report.md.j2", "run-report.md", report=run_report, failures=result.failures)
 
 
@@ -607,8 +609,6 @@ def nav(result: RunResult) -> list[Any]:
 
 def write_mkdocs_config(result: RunResult, base_config: Path | None = None) -> Path:
     """Write ``<output>/mkdocs.yml``: inherits the project's theme and adds docs_dir, site_dir, nav."""
-    import json
-
     out = result.config.output
     target = out / "mkdocs.yml"
     inherit = os.path.relpath(base_config or resources.theme_config(), out)
@@ -651,8 +651,44 @@ def build_site(mkdocs_config: Path, site_dir: Path | None = None, keep_source_ma
     )
     if proc.returncode != 0:
         raise SiteBuildError(f"mkdocs build failed (exit {proc.returncode}):\n{proc.stdout}\n{proc.stderr}".strip())
-    if site_dir is not None and not keep_source_maps:
-        strip_source_maps(site_dir)
+    if site_dir is not None:
+        strip_unused_search_languages(site_dir)
+        if not keep_source_maps:
+            strip_source_maps(site_dir)
+
+
+def search_language_files(langs: list[str]) -> set[str]:
+    """The files under the theme's ``assets/javascripts/lunr/`` that its search worker loads for
+    the index's languages (the worker's own rule: English needs none; Japanese adds ``tinyseg.js``,
+    Hindi and Thai ``wordcut.js``, more than one language ``lunr.multi``)."""
+    extra = [f"min/lunr.{lang}.min.js" for lang in langs if lang != "en"]
+    extra += ["tinyseg.js"] if "ja" in langs else []
+    extra += ["wordcut.js"] if {"hi", "th"} & set(langs) else []
+    extra += ["min/lunr.multi.min.js"] if len(langs) > 1 else []
+    return {"min/lunr.stemmer.support.min.js", *extra} if extra else set()
+
+
+def strip_unused_search_languages(site_dir: Path) -> int:
+    """Delete the theme's search support for languages the site's index does not use (every
+    language's stemmer and the Thai word list: 0.9 MB, none of it loaded for English). Returns the
+    bytes removed; nothing when the index cannot be read."""
+    lunr = site_dir / "assets" / "javascripts" / "lunr"
+    try:
+        langs = json.loads((site_dir / "search" / "search_index.json").read_text(encoding="utf-8"))["config"]["lang"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+    if not lunr.is_dir():
+        return 0
+    keep = search_language_files(langs)
+    removed = 0
+    for path in sorted(lunr.rglob("*.js")):
+        if path.relative_to(lunr).as_posix() not in keep:
+            removed += path.stat().st_size
+            path.unlink()
+    for folder in sorted([lunr, *lunr.rglob("*")], key=lambda p: -len(p.parts)):  # deepest first
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    return removed
 
 
 _SOURCE_MAP_COMMENT = re.compile(rb"\n?(//# sourceMappingURL=[^\n]*|/\*# sourceMappingURL=[^*]*\*/)\s*$")

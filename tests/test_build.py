@@ -51,12 +51,11 @@ def test_build_produces_site_with_every_page_and_figure(built_gallery):
     for slug in slugs:
         assert (docs / "images" / f"{slug}.md").is_file()
         assert (site / "images" / f"{slug}.html").is_file()
-        for ext in ("png", "pdf"):
-            # heads is a ViT section: the ViT has figures, the Swin has none
-            assert (docs / "figures" / "heads" / "tiny-vit" / f"{slug}.{ext}").is_file()
-            assert (site / "figures" / "heads" / "tiny-vit" / f"{slug}.{ext}").is_file()
+        # heads is a ViT section: the ViT has figures, the Swin has none
+        assert (docs / "figures" / "heads" / "tiny-vit" / f"{slug}.png").is_file()
+        assert (site / "figures" / "heads" / "tiny-vit" / f"{slug}.png").is_file()
         for folder in ("rollout", "rollout-progression", "rollout-gradient"):
-            assert (site / "figures" / folder / "tiny-vit" / f"{slug}.pdf").is_file()
+            assert (site / "figures" / folder / "tiny-vit" / f"{slug}.png").is_file()
         for model in ("tiny-vit", "tiny-swin"):
             assert (site / "figures" / "lime" / model / f"{slug}.png").is_file()
         for folder in ("swin-s1b1", "swin-rollout"):
@@ -64,17 +63,17 @@ def test_build_produces_site_with_every_page_and_figure(built_gallery):
         assert not (docs / "figures" / "heads" / "tiny-swin").exists()
     assert (site / "index.html").is_file() and (site / "run-report.html").is_file()
 
-    # every figure a page references exists, in both formats
+    # every figure a page references exists; PDFs are the export's (run.pdf is off), none in the site
     pages = sorted((docs / "images").glob("*.md"))
     assert [p.stem for p in pages] == slugs
     for page in pages:
         text = page.read_text(encoding="utf-8")
         refs = re.findall(r'src="\.\./(figures/[^"]+)\.png"', text)
         assert refs, page
+        assert ".pdf" not in text
         for ref in refs:
-            assert (docs / f"{ref}.png").is_file() and (docs / f"{ref}.pdf").is_file()
             assert (docs / f"{ref}.png").read_bytes()[:4] == b"\x89PNG"
-            assert (docs / f"{ref}.pdf").read_bytes()[:4] == b"%PDF"
+    assert not list(docs.rglob("*.pdf")) and not list(site.rglob("*.pdf"))
 
     # the HTML file name is escaped, never injected
     html = (site / "images" / "b-x-y-b.html").read_text(encoding="utf-8")
@@ -94,12 +93,32 @@ def test_build_produces_site_with_every_page_and_figure(built_gallery):
     assert written_jobs(docs) == jobs
     assert report["jobs"]["total"] == len(jobs)
     for model in ("tiny-vit", "tiny-swin"):
-        for ext in ("png", "pdf", "csv", "json"):
+        for ext in ("png", "csv", "json"):
             assert (site / "figures" / "perturb" / model / f"synthetic-0.{ext}").is_file()
     assert "Original top" in (docs / "chapters" / "location-and-size.md").read_text()
     assert "IoU of top" in (docs / "images" / "synthetic-0.md").read_text()
     assert {m["name"]: m["family"] for m in report["models"]} == TINY_FAMILIES
     assert all(len(m["weights_sha256"]) == 64 for m in report["models"])
+
+
+def test_the_site_stays_light(built_gallery):
+    """What keeps the default gallery's site under 25 MB (README, "Size"), on the shared gallery: no
+    PDFs; every figure's PNG at the site's screen dpi and at most twice the column it is read in
+    (a high-density screen's pixels, no more); none of the theme's search support for other languages."""
+    from PIL import Image
+
+    from generator.render.style import DISPLAY_WIDTH_PX
+
+    cfg = load_config(built_gallery.config)
+    site = cfg.site_dir
+    assert cfg.run.dpi <= 100 and not cfg.run.pdf
+    figures = sorted((site / "figures").rglob("*.png"))
+    assert figures and not list(site.rglob("*.pdf"))
+    for png in figures:
+        with Image.open(png) as image:
+            assert round(image.info["dpi"][0]) == cfg.run.dpi, png
+            assert image.width <= 2 * DISPLAY_WIDTH_PX, (png, image.size)
+    assert not (site / "assets" / "javascripts" / "lunr").exists()
 
 
 def test_probe_chapter_with_a_missing_dataset(built_gallery, gallery_copy):
@@ -111,7 +130,7 @@ def test_probe_chapter_with_a_missing_dataset(built_gallery, gallery_copy):
     page = (cfg.output / "docs" / "chapters" / "fine-tuning.md").read_text()
     assert "| Tiny ViT" in page and "missing" in page  # … and the rest of the table is there
     for model in ("tiny-vit", "tiny-swin"):
-        for ext in ("png", "pdf", "csv", "json"):
+        for ext in ("png", "csv", "json"):
             assert (cfg.site_dir / "figures" / "probe" / model / f"colours.{ext}").is_file()
     report = json.loads((cfg.output / "run_report.json").read_text())
     assert report["failures"] == [] and [(s["model"], s["unit"]) for s in report["skipped"]] == [
@@ -190,6 +209,36 @@ def test_figures_export_at_a_chosen_dpi(gallery_copy, tmp_path):
     assert png.is_file() and (out / "figures" / "heads" / "tiny-vit" / "synthetic-0.pdf").is_file()
     dpi = Image.open(png).info.get("dpi")
     assert dpi and round(dpi[0]) == 72
+
+
+def test_pdfs_are_opt_in_and_a_switched_off_pdf_goes(tmp_path):
+    """``run.pdf`` on: each figure's PDF is written and listed; off: the PNG only, and the PDF an
+    earlier build left beside it is deleted (the site never publishes a stale one)."""
+    from types import SimpleNamespace
+
+    from generator.cache import ResultCache
+    from generator.figures import _render
+    from generator.render.style import new_figure
+
+    class OneFigure:
+        name = "heads"
+
+        def render(self, record):
+            fig = new_figure(2.0, 1.0)
+            fig.add_subplot().plot([0, 1], [1, 0])
+            return {"": fig}
+
+        def caption(self, record, figure_id):
+            return "a line"
+
+    record, job = SimpleNamespace(image="img"), SimpleNamespace(key="ab" * 32)
+    cache, docs = ResultCache(tmp_path / "cache"), tmp_path / "docs"
+    pdf = docs / "figures" / "heads" / "m" / "img.pdf"
+    on = _render(OneFigure(), record, job, cache, docs, "m", 100, pdf=True)
+    assert on[""].pdf == "figures/heads/m/img.pdf" and pdf.read_bytes()[:4] == b"%PDF"
+    off = _render(OneFigure(), record, job, cache, docs, "m", 100, pdf=False)
+    assert off[""].pdf is None and not pdf.exists() and (docs / off[""].png).is_file()
+    assert _render(OneFigure(), record, job, cache, docs, "m", 100, pdf=True)[""].pdf and pdf.is_file()
 
 
 def test_section_subcommand_runs_only_that_section(tiny_gallery):

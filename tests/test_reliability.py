@@ -21,6 +21,7 @@ from PIL import Image
 from generator.cache import Record, ResultCache
 from generator.config import load_config
 from generator.images import scan_images, unique_slugs
+from generator.settings import RunConfig
 
 from .conftest import tiny_config_text, write_synthetic_images
 from .expected import SECTION_MODELS, expected_jobs, of_section, summary, written_jobs
@@ -292,7 +293,7 @@ def test_run_report_lists_each_bad_file_once(tmp_path, monkeypatch):
 
 def test_unreadable_figure_stamp_means_draw_again(gallery_copy):
     cache_root = load_config(gallery_copy).output / "cache"
-    stamps = sorted(cache_root.rglob("figures-r*-150-*.ok"))
+    stamps = sorted(cache_root.rglob(f"figures-r*-{RunConfig().dpi}-*.ok"))
     assert stamps
     stamps[0].write_text("{ not json")
     again = build(gallery_copy)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import markdown
+import pytest
 import pandas as pd
 from markupsafe import Markup
 
 from generator.known_labels import read_known_labels
 from generator.site import (blank_lines_around_tables, deterministic_zip, escape_md, markdown_table, strip_source_maps,
+                            strip_unused_search_languages,
                             unique_labels)
 
 EXTENSIONS = ["tables", "attr_list", "md_in_html", "pymdownx.superfences", "pymdownx.tabbed"]
@@ -75,6 +79,25 @@ def test_zip_is_deterministic_and_source_maps_go(tmp_path):
     assert strip_source_maps(site) == 2
     assert not list(site.rglob("*.map"))
     assert "sourceMappingURL" not in (site / "js" / "x.min.js").read_text() + (site / "y.css").read_text()
+
+
+@pytest.mark.parametrize("langs, kept", [
+    (["en"], set()),
+    (["de"], {"min/lunr.stemmer.support.min.js", "min/lunr.de.min.js"}),
+    (["en", "th"], {"min/lunr.stemmer.support.min.js", "min/lunr.th.min.js", "wordcut.js", "min/lunr.multi.min.js"}),
+])
+def test_search_support_for_unused_languages_goes(tmp_path, langs, kept):
+    """What the theme's search worker loads for the index's languages stays; the rest is deleted."""
+    lunr = tmp_path / "assets" / "javascripts" / "lunr"
+    names = ["tinyseg.js", "wordcut.js"] + [f"min/lunr.{n}.min.js" for n in ("de", "th", "multi", "stemmer.support")]
+    for name in names:
+        (lunr / name).parent.mkdir(parents=True, exist_ok=True)
+        (lunr / name).write_text("x" * 10)
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "search_index.json").write_text(json.dumps({"config": {"lang": langs}, "docs": []}))
+    assert strip_unused_search_languages(tmp_path) == 10 * (len(names) - len(kept))
+    left = {p.relative_to(lunr).as_posix() for p in lunr.rglob("*.js")} if lunr.is_dir() else set()
+    assert left == kept and (lunr.is_dir() or not kept)
 
 
 def test_markup_passes_through_markdown_table_untouched():

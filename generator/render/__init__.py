@@ -2,7 +2,7 @@
 
 #: Bump whenever figures or captions change: figure stamps carry it, so cached figures are drawn again.
 #: (Kept here, free of matplotlib, so that a fully cached build never imports it.)
-RENDER_VERSION = 6
+RENDER_VERSION = 7
 
 
 def data_path(png: str) -> str:

@@ -192,18 +192,21 @@ def figure_bytes(fig: Figure, fmt: str, dpi: int, box=None) -> bytes:
     return buffer.getvalue()
 
 
-def save_figure(fig: Figure, stem: Path, dpi: int) -> list[Path]:
-    """Write ``stem.png`` (at ``dpi``, losslessly optimised: :func:`generator.pngopt.optimise_png`), ``stem.pdf`` (vector) and, when the figure carries its numbers
-    (:func:`attach_data`), ``stem.data.json``; only rewrite changed files. Text is made legible first.
+def save_figure(fig: Figure, stem: Path, dpi: int, pdf: bool = True) -> list[Path]:
+    """Write ``stem.png`` (at ``dpi``, losslessly optimised: :func:`generator.pngopt.optimise_png`), ``stem.pdf``
+    (vector; unless ``pdf`` is False) and, when the figure carries its numbers (:func:`attach_data`),
+    ``stem.data.json``; only rewrite changed files. Text is made legible first.
 
-    The figure is laid out and measured once; the PNG and the PDF are then each drawn once into
-    that box (``savefig(bbox_inches="tight")`` would lay out and measure again for each).
+    The figure is laid out and measured once and the PNG drawn into that box
+    (``savefig(bbox_inches="tight")`` would lay out and measure again). The PDF's box is measured
+    by ``savefig`` with the PDF renderer's own text metrics: Agg's are over a point off them at
+    screen dpi.
     """
     box = _legible_box(fig, dpi)
     paths = []
-    for fmt in ("png", "pdf"):
+    for fmt in ("png", "pdf") if pdf else ("png",):
         path = stem.with_suffix(f".{fmt}")
-        data = figure_bytes(fig, fmt, dpi, box)
+        data = figure_bytes(fig, fmt, dpi, box if fmt == "png" else None)
         write_if_changed(path, optimise_png(data) if fmt == "png" else data)
         paths.append(path)
     data = getattr(fig, "_vit_gallery_data", None)
