@@ -77,6 +77,22 @@ def test_captured_attention_is_the_models_own_output_attentions(checkpoints, kin
                                        "dinov2-registers": ("CLS", "REG0", "REG1")}.get(kind, ("CLS",))
 
 
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "swin"])
+def test_block_outputs_are_the_models_own_hidden_states(checkpoints, kind):
+    """The tokens section's per-block output tokens are what transformers records as hidden states."""
+    module, _ = _load(checkpoints[kind])
+    adapter = family_of(module)
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = module.hf(pixel_values=x, output_hidden_states=True).hidden_states
+        before = _hooks(module)
+        _, attn, tokens = adapter.attention_and_outputs(module, x)
+    assert _hooks(module) == before
+    assert tokens.shape[0] == attn.shape[0] == len(reference) - 1
+    # the capture pass runs eager attention, the reference transformers' default kernel: float rounding apart
+    torch.testing.assert_close(tokens, torch.stack(reference[1:]), rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_identity_from_the_processor_and_id2label(checkpoints, kind):
     module, identity = _load(checkpoints[kind])

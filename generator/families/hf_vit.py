@@ -65,6 +65,13 @@ class HFVitFamily(ModelFamily):
 
         return capture_hf_attention(module)
 
+    def block_output_capture(self, module):
+        """Every transformer layer's output tokens (the layers whose hidden states transformers records)."""
+        from ..token_norms import capture_block_outputs
+        from .hf_model import hf_layers
+
+        return capture_block_outputs(hf_layers(module.hf))
+
     def attention_gradients(self, module, x, target=None):
         from .hf_model import hf_attention_gradients
 
