@@ -40,7 +40,7 @@ import torch
 
 from .attention import TokenLayout
 from .bootstrap import Interval, bootstrap_interval
-from .swin import BlockGeometry, swin_blocks, window_attention
+from .swin import BlockGeometry, window_attention
 
 __all__ = [
     "KERNEL_CLASSES",
@@ -685,21 +685,23 @@ def swin_attention_stats(model: torch.nn.Module, x: torch.Tensor,
                          thresholds: KernelThresholds = KernelThresholds()) -> SwinAttentionStats:
     """Run a timm Swin once on ``x`` and compute :func:`swin_block_stats` for every block.
 
-    The relative position bias of each head is read from the block's
-    ``WindowAttention._get_rel_pos_bias()``; a stage's pixel spacing is the input size over
-    its grid.
+    The position bias of each head is the family adapter's
+    (:meth:`generator.families.ModelFamily.window_position_bias`); a stage's pixel spacing is the
+    input size over its grid.
 
     Args:
-        model: a timm SwinTransformer in eval mode.
+        model: a timm SwinTransformer (v1 or v2) in eval mode.
         x: (images, 3, H, W) preprocessed input.
     """
-    modules = swin_blocks(model)
+    from .families import family_of
+
     with torch.no_grad():
         _, attention, geometry = window_attention(model, x)
+        biases = family_of(model).window_position_bias(model)
         out = {}
         for key, attn in attention.items():
             g = geometry[key]
-            bias = modules[key].attn._get_rel_pos_bias()[0].detach().cpu()
+            bias = biases[key].detach().cpu()
             spacing = (x.shape[-2] / g.grid[0], x.shape[-1] / g.grid[1])
             out[key] = swin_block_stats(attn, g, bias=bias, pixel_spacing=spacing, stage=key[0], block=key[1],
                                         thresholds=thresholds)

@@ -116,6 +116,11 @@ class ModelFamily(ABC):
         """Window size and shift per (stage, block); None for a family without windows."""
         return None
 
+    def window_position_bias(self, module: torch.nn.Module) -> dict:
+        """Families with ``"windows"``: (stage, block) → the (heads, w², w²) position bias each block adds
+        to its attention logits, as its own module computes it."""
+        raise NotImplementedError(f"the {self.name} family has no windows")
+
     @abstractmethod
     def structure(self, module: torch.nn.Module) -> str:
         """Blocks, heads and grid in words, for the pages."""

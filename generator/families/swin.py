@@ -69,6 +69,12 @@ class SwinFamily(ModelFamily):
         return {(s, b): (tuple(block.window_size), tuple(block.shift_size))
                 for s, stage in enumerate(module.layers) for b, block in enumerate(stage.blocks)}
 
+    def window_position_bias(self, module) -> dict:
+        """(stage, block) → the block's relative position bias (``WindowAttention._get_rel_pos_bias()``)."""
+        from ..swin import window_blocks
+
+        return {key: block.attn._get_rel_pos_bias()[0] for key, block in window_blocks(module).items()}
+
     def structure(self, module) -> str:
         depths = [len(stage.blocks) for stage in module.layers]
         heads = [stage.blocks[0].attn.num_heads for stage in module.layers]
