@@ -50,7 +50,10 @@ class TokenSequenceFamily(ModelFamily):
         return tokens_to_grid
 
     def randomise_targets(self, module, blocks: int) -> list:
-        return [module.get_classifier(), *list(module.blocks)[-blocks:]]
+        """The head (both heads of a distilled DeiT) and the last ``blocks`` blocks."""
+        head = module.get_classifier()
+        heads = list(head) if isinstance(head, tuple) else [head]
+        return [*heads, *list(module.blocks)[-blocks:]]
 
     def structure(self, module) -> str:
         layout = self.token_layout(module)

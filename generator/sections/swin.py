@@ -22,7 +22,7 @@ Pair = Annotated[tuple[Annotated[int, Strict(), Field(ge=1)], ...], Field(min_le
 
 
 class SwinSettings(SectionSettings):
-    """Swin window-attention maps (the study's Figure 4) and the Swin rollout, Swin family only."""
+    """Swin window-attention maps (the study's Figure 4) and the Swin rollout, models with shifted windows."""
 
     #: Blocks drawn as window maps, as [stage, block] pairs counted from 1 (the study: stage 3, block 1).
     #: Pairs a model does not have are skipped, and the page says so.
@@ -42,7 +42,7 @@ class SwinSection(Section):
     Settings = SwinSettings
     name = "swin"
     title = "Swin attention: windows, shifts and rollout"
-    needs = frozenset({"windows", "classifier-head"})
+    needs = frozenset({"windows"})
     template = "sections/swin.md.j2"
     chapter = ("swin-attention", "Swin attention", "chapters/swin_intro.md.j2")
 
