@@ -327,3 +327,27 @@ def test_a_headless_backbone_is_skipped_by_every_section_that_needs_a_class(tmp_
         assert reasons[section] == ("needs classifier-head (a classifier head on pooled tokens), "
                                     "which this vit model lacks"), section
     assert not {"heads", "rollout", "stats", "explorer"} & set(reasons)
+
+
+def test_img_size_resamples_checkpoint_position_embeddings(tmp_path):
+    """A checkpoint made at 56 px loads through timm's pretrained-file path at 28 px: the position
+    embeddings are resampled by timm's filter, and the data config's input size follows."""
+    from safetensors.torch import save_file
+
+    from generator.models import load_module
+    from generator.settings import ModelConfig
+
+    arch, kwargs = ZOO["dinov2-registers"]
+    small = {k: v for k, v in kwargs.items() if k != "img_size"}
+    torch.manual_seed(0)
+    trained = timm.create_model(arch, pretrained=False, img_size=56, **small)
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, tmp_path / "w.safetensors")
+    config = ModelConfig(name="DINOv2", arch=arch, weights=f"file:{tmp_path / 'w.safetensors'}", img_size=28,
+                         timm_kwargs=small)
+    module, identity = load_module(config)
+    assert identity.data_config["input_size"] == (3, 28, 28)
+    assert tuple(module.patch_embed.grid_size) == (2, 2) and module.pos_embed.shape[1] == 4  # no prefix positions
+    assert torch.equal(module.blocks[0].attn.qkv.weight, trained.blocks[0].attn.qkv.weight)
+    resampled = F.interpolate(trained.pos_embed.reshape(1, 4, 4, -1).permute(0, 3, 1, 2), size=(2, 2),
+                              mode="bicubic", antialias=True).permute(0, 2, 3, 1).reshape(1, 4, -1)
+    assert torch.allclose(module.pos_embed, resampled, atol=1e-5)
