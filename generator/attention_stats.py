@@ -40,7 +40,7 @@ import torch
 
 from .attention import TokenLayout
 from .bootstrap import Interval, bootstrap_interval
-from .swin import BlockGeometry, window_attention
+from .swin import BlockGeometry
 
 __all__ = [
     "KERNEL_CLASSES",
@@ -695,9 +695,10 @@ def swin_attention_stats(model: torch.nn.Module, x: torch.Tensor,
     """
     from .families import family_of
 
+    family = family_of(model)
     with torch.no_grad():
-        _, attention, geometry = window_attention(model, x)
-        biases = family_of(model).window_position_bias(model)
+        _, attention, geometry = family.window_attention(model, x)
+        biases = family.window_position_bias(model)
         out = {}
         for key, attn in attention.items():
             g = geometry[key]

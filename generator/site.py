@@ -401,12 +401,12 @@ def model_skips(result: RunResult, section) -> list:
     A family that never has it (windows for a ViT) goes unsaid."""
     from .families import family_named
 
-    families = {m.name: m.family for m in result.models}
+    family_of_model = {m.name: m.family for m in result.models}
     shown = []
     for skip in result.not_applicable:
-        if skip.section != section.name or skip.model not in families:
+        if skip.section != section.name or skip.model not in family_of_model:
             continue
-        family = family_named(families[skip.model])
+        family = family_named(family_of_model[skip.model])
         if not family.missing(section.needs) and (not section.needs_any or section.needs_any & family.capabilities):
             shown.append(skip)
     return shown

@@ -175,14 +175,15 @@ def capture_window_attention(model: torch.nn.Module, softmax_at: Callable[[torch
 
 
 def window_attention(
-    model: torch.nn.Module, x: torch.Tensor
+    model: torch.nn.Module, x: torch.Tensor, capture: Callable | None = None
 ) -> tuple[torch.Tensor, dict[BlockKey, torch.Tensor], dict[BlockKey, BlockGeometry]]:
     """Run ``model`` once; return logits, every block's window attention, and the blocks' geometry.
 
-    The capture is the model's family adapter's (:meth:`generator.families.ModelFamily.attention_capture`).
-
     Args:
         x: (batch, 3, H, W) normalised input.
+        capture: the context manager factory that captures it (a family adapter's
+            :meth:`~generator.families.ModelFamily.attention_capture`, as
+            :meth:`~generator.families.ModelFamily.window_attention` passes it); default: Swin v1's.
 
     Returns:
         logits: (batch, classes), identical to ``model(x)``.
@@ -190,9 +191,7 @@ def window_attention(
             (windows row-major over the shifted grid, as timm partitions them).
         geometry: (stage, block) → :class:`BlockGeometry`.
     """
-    from .families import family_of
-
-    with family_of(model).attention_capture(model) as (attention, geometry):
+    with (capture or capture_window_attention)(model) as (attention, geometry):
         logits = model(x)
     if len(attention) != len(window_blocks(model)):
         raise AttentionCaptureError("some window blocks captured no attention")

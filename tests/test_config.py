@@ -29,7 +29,7 @@ def test_valid_config_resolves_paths(tmp_path, images):
     cfg = load_config(write(tmp_path, tiny_config_text(images, tmp_path)))
     assert cfg.images == images.resolve()
     assert [m.name for m in cfg.models] == ["Tiny ViT", "Tiny Swin"]
-    assert cfg.sections.heads.query == "cls"
+    assert cfg.sections.heads.query == "auto"
 
 
 @pytest.mark.parametrize(

@@ -263,7 +263,7 @@ enabled = false
     # the sections that need attention are skipped, each with the reason, and nothing failed
     reasons = {s.section: s.reason for s in outcome.run.not_applicable}
     assert set(reasons) >= {"heads", "rollout", "swin", "stats", "explorer"}, reasons
-    assert "class-token" in reasons["rollout"] and "toy-mixer" in reasons["rollout"]
+    assert "attention-rows" in reasons["rollout"] and "toy-mixer" in reasons["rollout"]
     report = json.loads((tmp_path / "build" / "run_report.json").read_text())
     assert {s["section"] for s in report["not_applicable"]} == set(reasons)
     # the maps section ran a CAM through the toy adapter's target layer and reshape, on its grid

@@ -152,9 +152,7 @@ def test_captured_attention_equals_an_independent_reference(name):
     with torch.no_grad():
         plain = model(x)
         if "windows" in family.capabilities:
-            from generator.swin import window_attention
-
-            logits, captured, _ = window_attention(model, x)
+            logits, captured, _ = family.window_attention(model, x)
             reference = window_reference(name, model, x)
             assert set(captured) == set(reference)
             pairs = [(captured[k].reshape(reference[k].shape), reference[k]) for k in reference]

@@ -308,14 +308,13 @@ def _family_capture_row(arch: str, kwargs: dict, batch: int, repeats: int) -> di
     import timm
 
     from ..families import family_of
-    from ..swin import window_attention
 
     torch.manual_seed(0)
     model = timm.create_model(arch, pretrained=False, **kwargs).eval()
     family = family_of(model)
     size = kwargs.get("img_size") or model.pretrained_cfg["input_size"][-1]
     x = torch.randn(batch, 3, size, size)
-    capture = (lambda: window_attention(model, x)[:2]) if "windows" in family.capabilities else (
+    capture = (lambda: family.window_attention(model, x)[:2]) if "windows" in family.capabilities else (
         lambda: family.attention(model, x))
     with torch.inference_mode():
         ours, base = side_by_side(capture, lambda: model(x), repeats)

@@ -95,6 +95,14 @@ class ModelFamily(ABC):
 
         return vit_attention(module, x, capture=self.attention_capture)
 
+    def window_attention(self, module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
+        """Families with ``"windows"``: run ``module`` once on ``x`` (B, 3, H, W); return its logits, every
+        block's (B, windows, heads, w², w²) attention and geometry by (stage, block), captured by
+        :meth:`attention_capture` (:func:`generator.swin.window_attention`)."""
+        from ..swin import window_attention
+
+        return window_attention(module, x, capture=self.attention_capture)
+
     @abstractmethod
     def cam_target_layer(self, module: torch.nn.Module) -> torch.nn.Module:
         """The layer whose activations and gradients the CAMs read."""

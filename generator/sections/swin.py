@@ -49,11 +49,11 @@ class SwinSection(Section):
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
 
-        from ..swin import swin_rollout, window_attention, window_query_maps
+        from ..swin import swin_rollout, window_query_maps
 
         s = self.settings
         with torch.inference_mode():
-            logits, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device))
+            logits, attention, geometry = model.adapter.window_attention(model.module, inputs.x[None].to(model.device))
         arrays = {"view": inputs.view}
         targets, skipped = [], []
         for stage, block in s.targets:
@@ -142,11 +142,11 @@ class SwinRolloutMethod(RelevanceMethod):
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
         import torch
 
-        from ..swin import swin_rollout, window_attention
+        from ..swin import swin_rollout
 
         s = self.config.sections.swin
         with torch.inference_mode():
-            _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device))
+            _, attention, geometry = model.adapter.window_attention(model.module, inputs.x[None].to(model.device))
         relevance, _ = swin_rollout(attention, geometry, head_fusion=s.rollout_fusion,
                                     discard_ratio=s.rollout_discard_ratio, normalize=s.rollout_normalize)
         return RelevanceMap(relevance[0].cpu().numpy())
@@ -164,10 +164,10 @@ class SwinWindowAttentionMethod(RelevanceMethod):
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
         import torch
 
-        from ..swin import full_attention_from_windows, window_attention
+        from ..swin import full_attention_from_windows
 
         with torch.inference_mode():
-            _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device))
+            _, attention, geometry = model.adapter.window_attention(model.module, inputs.x[None].to(model.device))
         last = max(attention)
         full = full_attention_from_windows(attention[last].double(), geometry[last])  # 1, heads, N, N
         return RelevanceMap(full[0].mean(0).mean(0).reshape(geometry[last].grid).cpu().numpy())
