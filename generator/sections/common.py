@@ -10,6 +10,8 @@ from ..relevance import map_specs
 if TYPE_CHECKING:
     import torch
 
+    from ..attention import TokenLayout
+
 
 def prediction_meta(model: LoadedModel, logits: torch.Tensor, k: int = 5) -> dict:
     """The model's top-k prediction for one image, as JSON-able metadata (``top`` is empty for a
@@ -34,7 +36,7 @@ def prediction_meta(model: LoadedModel, logits: torch.Tensor, k: int = 5) -> dic
     }
 
 
-def resolve_query(query, layout) -> str | int:
+def resolve_query(query: str | int, layout: TokenLayout) -> str | int:
     """The query a model's figures use: ``"auto"`` is the class token where the model has one, else
     the mean over the patch queries; any other value is kept."""
     if query == "auto":
