@@ -18,7 +18,8 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError, field_validator,
+                      model_validator)
 
 __all__ = ["BatchSize", "Bool", "ConfigError", "DatasetConfig", "Float", "GalleryConfig", "Int", "ModelConfig", "RunConfig",
            "SectionSettings", "Settings", "Str", "config_error", "method_field", "suggest"]
@@ -205,6 +206,12 @@ class ModelConfig(Settings):
         if value != "auto" and not value:
             raise ValueError("an explicit label list must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _headless_has_no_labels(self) -> "ModelConfig":
+        if self.num_classes == 0 and self.labels != "auto":
+            raise ValueError("labels: a headless model (num_classes = 0) has no classes to name")
+        return self
 
     @property
     def input_size(self) -> tuple[int, int] | None:
