@@ -208,6 +208,28 @@ def test_query_auto_reads_the_class_token_or_the_mean_patch_row():
     assert torch.allclose(maps, by_hand)
 
 
+@pytest.mark.parametrize("name", ["deit-distilled", "dinov2-registers", "siglip", "eva02", "beit", "swinv2"])
+def test_attention_statistics_of_every_family(name):
+    """The statistics section's compute on every family: finite distances and entropies per block and head."""
+    import numpy as np
+
+    from generator.attention_stats import swin_attention_stats, vit_attention_stats
+
+    model = tiny(name)
+    size = ZOO[name][1]["img_size"]
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(2))
+    if "windows" in family_of(model).capabilities:
+        stats = swin_attention_stats(model, x)
+        assert len(stats.blocks) == sum(len(stage.blocks) for stage in model.layers)
+        values = [b.mean_distance for b in stats.blocks.values()] + [b.bias_correlation for b in stats.blocks.values()]
+    else:
+        stats = vit_attention_stats(model, x)
+        assert stats.mean_distance.shape == (3, len(model.blocks), model.blocks[0].attn.num_heads)
+        values = [stats.mean_distance, stats.entropy, stats.positional]
+        assert np.isnan(stats.cls_concentration).all() == (getattr(model, "cls_token", None) is None)
+    assert all(np.isfinite(v).all() for v in values)
+
+
 # --------------------------------------------------------------------------- one build of every family
 
 
@@ -232,7 +254,8 @@ HEADLESS = ("DINOv2-reg", "SigLIP", "CLIP")
 def test_one_build_explains_every_family(tmp_path):
     """Attention sections for every model; Grad-CAM where there is a head; the sections that need a class
     skipped for the headless ones, with the reason in the run report and on the page (LIME, perturbation
-    and faithfulness are off here for time: their skips are the next test's)."""
+    and faithfulness are off here for time: their skips are the next test's; the statistics, one pass
+    over the image set whatever the section, are test_attention_statistics_of_every_family's)."""
     write_synthetic_images(tmp_path / "images", count=1, size=32)
     models = "\n".join(_model_entry(label, name, seed, extra) for seed, (label, name, extra) in enumerate(ZOO_MODELS))
     only_grad_cam = "".join(f"[methods.{m}]\nenabled = false\n" for m in (
@@ -258,7 +281,7 @@ gradient = false
 targets = [[1, 2]]
 
 [sections.stats]
-bootstrap_samples = 100
+enabled = false
 
 [sections.lime]
 enabled = false
@@ -284,7 +307,7 @@ enabled = false
     ran = {(section.name, model.name) for section in data.iterdir() for model in section.iterdir()}
     for name, family in FAMILIES.items():
         attention = {"swin"} if family in ("swin", "swinv2") else {"heads", "rollout"}
-        for section in attention | {"explorer", "stats"}:
+        for section in attention | {"explorer"}:
             assert (section, slugs[name]) in ran, (section, name)
         if name not in HEADLESS:  # a head: the CAM runs
             maps = json.loads((data / "maps" / slugs[name] / "synthetic-0.json").read_text())
