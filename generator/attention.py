@@ -19,6 +19,8 @@ from timm.layers.attention import Attention, maybe_add_mask, resolve_self_attn_m
 __all__ = [
     "AttentionCaptureError",
     "TokenLayout",
+    "block_attention_modules",
+    "capture_unfused_softmax",
     "query_attention_maps",
     "unfused_attention",
     "vit_attention",
@@ -182,6 +184,62 @@ def capture_vit_attention(model: torch.nn.Module) -> Iterator[dict]:
             handle.remove()
 
 
+def block_attention_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every block's attention module (``model.blocks[i].attn``) that runs its softmax before ``attn_drop``.
+
+    Raises:
+        AttentionCaptureError: the model has no blocks, or a block's attention has no ``attn_drop``.
+    """
+    blocks = getattr(model, "blocks", None)
+    if blocks is None or len(blocks) == 0:
+        raise AttentionCaptureError(f"{type(model).__name__} has no transformer blocks (model.blocks) to hook")
+    modules = [getattr(block, "attn", None) for block in blocks]
+    for i, attn in enumerate(modules):
+        if not isinstance(getattr(attn, "attn_drop", None), torch.nn.Module):
+            raise AttentionCaptureError(f"block {i} of {type(model).__name__} has attention module "
+                                        f"{type(attn).__name__} without an attn_drop to read the softmax at")
+    return modules
+
+
+@contextmanager
+def capture_unfused_softmax(modules: list[torch.nn.Module]) -> Iterator[dict]:
+    """Context manager: while active, every module of ``modules`` runs its own explicit
+    ``softmax(q·kᵀ·scale + bias)`` path, and a forward pass fills ``yielded["attn"]``, a
+    (blocks, batch, heads, tokens, tokens) tensor allocated at the first block, with the input of
+    each module's ``attn_drop`` (the post-softmax attention, whatever its bias, RoPE or form).
+
+    ``fused_attn`` is switched off on these modules only and restored on exit; hooks are removed on
+    exit, also on error. Used where the softmax cannot be rebuilt from a projection's output (biases
+    added inside ``F.linear``, RoPE applied between projection and product).
+    """
+    state: dict = {"attn": None, "done": [False] * len(modules)}
+    switched = [m for m in modules if isinstance(getattr(m, "fused_attn", None), bool)]
+    before = [m.fused_attn for m in switched]
+    handles = []
+
+    def store(index: int):
+        def hook(_module, args):
+            probs = args[0]  # batch, heads, tokens, tokens
+            if state["attn"] is None:
+                state["attn"] = probs.new_empty(len(modules), *probs.shape)
+            state["attn"][index].copy_(probs.detach())
+            state["done"][index] = True
+
+        return hook
+
+    try:
+        for m in switched:
+            m.fused_attn = False
+        for i, module in enumerate(modules):
+            handles.append(module.attn_drop.register_forward_pre_hook(store(i)))
+        yield state
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, fused in zip(switched, before):
+            m.fused_attn = fused
+
+
 def vit_attention(model: torch.nn.Module, x: torch.Tensor, capture=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``model`` once and return its logits and every block's attention.
 
@@ -257,7 +315,7 @@ def vit_attention_gradients(
     parameter ``.grad`` is touched.
 
     Args:
-        model: a timm VisionTransformer in eval mode.
+        model: a timm model with global attention in ``model.blocks`` (ViT, EVA, BEiT) in eval mode.
         x: (batch, 3, H, W) normalised input.
         target: (batch,) class indices; default: the predicted classes.
 
@@ -266,7 +324,7 @@ def vit_attention_gradients(
         attn: (blocks, batch, heads, tokens, tokens), detached.
         grads: same shape as ``attn``: ∂ logit[target] / ∂ attn.
     """
-    modules = vit_attention_modules(model)
+    modules = block_attention_modules(model)
     captured: list = [None] * len(modules)
     handles = []
 

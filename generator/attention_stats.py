@@ -40,7 +40,7 @@ import torch
 
 from .attention import TokenLayout
 from .bootstrap import Interval, bootstrap_interval
-from .swin import BlockGeometry, window_attention
+from .swin import BlockGeometry
 
 __all__ = [
     "KERNEL_CLASSES",
@@ -683,23 +683,24 @@ def swin_attention_stats(model: torch.nn.Module, x: torch.Tensor,
                          thresholds: KernelThresholds = KernelThresholds()) -> SwinAttentionStats:
     """Run a Swin once on ``x`` and compute :func:`swin_block_stats` for every block.
 
-    The relative position bias of each head is the family adapter's
-    :meth:`~generator.families.ModelFamily.window_position_bias`; a stage's pixel spacing is the
+    The position bias of each head is the family adapter's
+    (:meth:`generator.families.ModelFamily.window_position_bias`); a stage's pixel spacing is the
     input size over its grid.
 
     Args:
-        model: a Swin (timm's or transformers') in eval mode.
+        model: a timm SwinTransformer (v1 or v2) in eval mode.
         x: (images, 3, H, W) preprocessed input.
     """
     from .families import family_of
 
     family = family_of(model)
     with torch.no_grad():
-        _, attention, geometry = window_attention(model, x, family)
+        _, attention, geometry = family.window_attention(model, x)
+        biases = family.window_position_bias(model)
         out = {}
         for key, attn in attention.items():
             g = geometry[key]
-            bias = family.window_position_bias(model, key).detach().cpu()
+            bias = biases[key].detach().cpu()
             spacing = (x.shape[-2] / g.grid[0], x.shape[-1] / g.grid[1])
             out[key] = swin_block_stats(attn, g, bias=bias, pixel_spacing=spacing, stage=key[0], block=key[1],
                                         thresholds=thresholds)

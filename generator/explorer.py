@@ -61,7 +61,7 @@ import torch
 
 from .families import family_of
 from .rollout import attention_rollout
-from .swin import full_attention_from_windows, merge_matrix, window_attention
+from .swin import full_attention_from_windows, merge_matrix
 
 __all__ = [
     "FORMAT_VERSION",
@@ -295,7 +295,7 @@ def swin_explorer_data(model: torch.nn.Module, x: torch.Tensor, index: int = 0) 
         ValueError: a stage grid that is not a whole number of windows (timm pads it).
     """
     with torch.inference_mode():
-        _, attention, geometry = window_attention(model, x, family_of(model))
+        _, attention, geometry = family_of(model).window_attention(model, x)
     blocks = []
     for key in sorted(attention):
         g = geometry[key]

@@ -71,8 +71,10 @@ def _create(config: ModelConfig, **kwargs) -> torch.nn.Module:
         # A random head is sized by the labels; pretrained heads keep their size, and a label
         # list that does not fit them is an error (resolve_class_names), never a new random head.
         extra["num_classes"] = len(config.labels)
+    if config.input_size is not None:
+        extra["img_size"] = config.input_size  # timm's checkpoint filters resample position embeddings to it
     try:
-        return timm.create_model(config.arch, **extra, **kwargs)
+        return timm.create_model(config.arch, **extra, **dict(config.timm_kwargs), **kwargs)
     except (pickle.UnpicklingError, RuntimeError) as exc:
         if not (isinstance(exc, pickle.UnpicklingError) or "weights_only" in str(exc)):
             raise _mismatch_or_reraise(config, exc)
@@ -136,7 +138,7 @@ def load_module(config: ModelConfig, device: torch.device | str = "cpu") -> tupl
     sha = state_dict_sha256(module)
     device = resolve_device(device) if isinstance(device, str) else device
     module.to(device)
-    data_config = resolve_model_data_config(module)
+    data_config = model_data_config(module, config)
     class_names = resolve_class_names(config, module)
     return module, ModelIdentity(
         family=family.name,
@@ -168,6 +170,15 @@ def _load_hf(config: ModelConfig, device: torch.device | str) -> tuple[torch.nn.
         family=family.name, data_config=data_config, class_names=class_names, weights_sha256=sha, source=source,
         random_weights=config.weights_kind == "random", structure=family.structure(module), timm_name="",
         capabilities=tuple(sorted(family.model_capabilities(module))))
+
+
+def model_data_config(module: torch.nn.Module, config: ModelConfig) -> dict:
+    """timm's resolved data config, its input size set to the config's ``img_size`` when there is one
+    (timm's pretrained config keeps the size the weights were trained at)."""
+    data_config = resolve_model_data_config(module)
+    if config.input_size is not None:
+        data_config["input_size"] = (int(data_config["input_size"][0]), *config.input_size)
+    return data_config
 
 
 def timm_name(module: torch.nn.Module, arch: str) -> str:

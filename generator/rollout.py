@@ -130,14 +130,15 @@ def attention_rollout(
     return result
 
 
-def rollout_mask(rollout: torch.Tensor, grid: tuple[int, int], prefix_tokens: int = 1, query: int = 0) -> torch.Tensor:
+def rollout_mask(rollout: torch.Tensor, grid: tuple[int, int], prefix_tokens: int = 1,
+                 query: int | Literal["mean"] = 0) -> torch.Tensor:
     """The query token's row (the CLS row by default) over the patch tokens, on the patch grid.
 
     Args:
         rollout: (batch, tokens, tokens).
         grid: (h, w) patch grid, taken from the model (never assumed square).
         prefix_tokens: leading non-patch tokens whose columns are dropped.
-        query: row to read.
+        query: row to read, or "mean": the mean of the patch tokens' rows (a model without a class token).
 
     Returns:
         (batch, h, w).
@@ -147,7 +148,8 @@ def rollout_mask(rollout: torch.Tensor, grid: tuple[int, int], prefix_tokens: in
     if tokens != prefix_tokens + h * w:
         raise ValueError(f"rollout has {tokens} tokens; grid {h}×{w} with {prefix_tokens} prefix tokens needs "
                          f"{prefix_tokens + h * w}")
-    return rollout[:, query, prefix_tokens:].reshape(batch, h, w)
+    rows = rollout[:, prefix_tokens:, prefix_tokens:].mean(dim=1) if query == "mean" else rollout[:, query, prefix_tokens:]
+    return rows.reshape(batch, h, w)
 
 
 def rollout_progression(
@@ -159,17 +161,19 @@ def rollout_progression(
     start_block: int = 1,
     normalize: bool = False,
     keep_index: int | None = 0,
+    query: int | Literal["mean"] = 0,
 ) -> torch.Tensor:
     """The rollout mask after each block from ``start_block`` on.
 
     Args:
         attn: (blocks, batch, heads, tokens, tokens).
+        query: the row read (:func:`rollout_mask`).
 
     Returns:
         (blocks − start_block, batch, h, w); the last entry equals the full rollout's mask.
     """
     masks = [
-        rollout_mask(r, grid, prefix_tokens)
+        rollout_mask(r, grid, prefix_tokens, query)
         for _, r in _rollout_steps(attn, head_fusion, discard_ratio, start_block, normalize, keep_index)
     ]
     return torch.stack(masks)

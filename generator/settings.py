@@ -18,7 +18,8 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError, field_validator,
+                      model_validator)
 
 __all__ = ["BatchSize", "Bool", "ConfigError", "DatasetConfig", "Float", "GalleryConfig", "Int", "ModelConfig", "RunConfig",
            "SectionSettings", "Settings", "Str", "config_error", "method_field", "suggest"]
@@ -167,13 +168,32 @@ class ModelConfig(Settings):
     folder, whose ``file:`` weights are such a folder.
     ``labels`` is ``"auto"`` (the weights' own: timm's ImageNet info, or the pretrained
     config's label names), or an explicit list of class names.
+    ``num_classes`` resizes the head (a new random head); 0 builds the headless backbone.
+    ``img_size`` is the input size (one int, or [height, width]) passed to timm as ``img_size``:
+    timm resamples pretrained position embeddings to it, and the preprocessing follows.
+    ``timm_kwargs`` are further keyword arguments of ``timm.create_model`` (e.g. ``depth``,
+    ``embed_dim``: a small random model for a quick test); with pretrained weights they must fit them.
     """
 
     name: Str
     arch: Str
     weights: Str = "hub"
     labels: Union[Literal["auto"], tuple[Str, ...]] = "auto"
-    num_classes: Int | None = Field(default=None, ge=1)
+    num_classes: Int | None = Field(default=None, ge=0)
+    img_size: Union[Annotated[int, Strict(), Field(ge=8)],
+                    Annotated[tuple[Annotated[int, Strict(), Field(ge=8)], ...], Field(min_length=2, max_length=2)],
+                    None] = None
+    timm_kwargs: dict[Str, Union[StrictBool, Int, Float, Str, tuple[Union[Int, Float], ...]]] = {}
+
+    @field_validator("timm_kwargs")
+    @classmethod
+    def _kwargs_not_owned(cls, value: dict) -> dict:
+        owned = {"pretrained": "weights", "num_classes": "num_classes", "img_size": "img_size",
+                 "pretrained_cfg": "weights", "pretrained_cfg_overlay": "weights"}
+        for key in value:
+            if key in owned:
+                raise ValueError(f"{key!r} is set by this model's own key {owned[key]!r}, not by timm_kwargs")
+        return value
 
     @field_validator("name")
     @classmethod
@@ -188,6 +208,19 @@ class ModelConfig(Settings):
         if value != "auto" and not value:
             raise ValueError("an explicit label list must not be empty")
         return value
+
+    @model_validator(mode="after")
+    def _headless_has_no_labels(self) -> "ModelConfig":
+        if self.num_classes == 0 and self.labels != "auto":
+            raise ValueError("labels: a headless model (num_classes = 0) has no classes to name")
+        return self
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(height, width) from ``img_size``, or None for the architecture's default."""
+        if self.img_size is None:
+            return None
+        return (self.img_size, self.img_size) if isinstance(self.img_size, int) else tuple(self.img_size)
 
     @property
     def is_hf(self) -> bool:

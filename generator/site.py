@@ -381,16 +381,36 @@ def write_image_pages(pages: PageWriter, by_image, known, predicted) -> None:
         blocks = []
         for section in (s for s in enabled_sections(result) if s.per_image):
             items = by_image[image.slug].get(section.name, [])
+            skips = model_skips(result, section)
             if items:
                 try:
                     extras = page_extras(section, items)
                 except Exception as exc:  # this section's block is left out, and the failure reported
                     pages.record_failure(target, section.name, exc, image=image.slug)
                     continue
-                blocks.append({"section": section, "results": items, "extras": extras})
+                blocks.append({"section": section, "results": items, "extras": extras, "skips": skips})
+            elif skips:
+                blocks.append({"section": section, "results": [], "extras": {}, "skips": skips})
         failures = [f for f in result.failures if f.image == image.slug]
         pages.page("image.md.j2", target, image=image, blocks=blocks, models=models, failures=failures,
                    predictions=predicted.get(image.slug, []), known=known.labels.get(image.name))
+
+
+def model_skips(result: RunResult, section) -> list:
+    """The skips of ``section`` for models whose family has what it needs but which lack it themselves
+    (a headless backbone, a ViT without class token): the page says so where the figure would be.
+    A family that never has it (windows for a ViT) goes unsaid."""
+    from .families import family_named
+
+    family_of_model = {m.name: m.family for m in result.models}
+    shown = []
+    for skip in result.not_applicable:
+        if skip.section != section.name or skip.model not in family_of_model:
+            continue
+        family = family_named(family_of_model[skip.model])
+        if not family.missing(section.needs) and (not section.needs_any or section.needs_any & family.capabilities):
+            shown.append(skip)
+    return shown
 
 
 def write_chapter_pages(pages: PageWriter, by_image) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
@@ -28,6 +28,7 @@ __all__ = [
     "swin_blocks",
     "swin_rollout",
     "window_attention",
+    "window_blocks",
     "window_query_maps",
     "window_token_index",
 ]
@@ -62,19 +63,29 @@ class BlockGeometry:
         return self.grid[0] % self.window[0] != 0 or self.grid[1] % self.window[1] != 0
 
 
-def swin_blocks(model: torch.nn.Module) -> dict[BlockKey, SwinTransformerBlock]:
-    """Every Swin block by (stage, block); raise if the model has none."""
+def window_blocks(model: torch.nn.Module) -> dict[BlockKey, torch.nn.Module]:
+    """Every window block by (stage, block): ``model.layers[s].blocks[b]`` with a window size, a
+    shift size and an ``attn`` module (timm's Swin v1 and v2 alike); raise if the model has none."""
     stages = getattr(model, "layers", None)
     if stages is None:
         raise AttentionCaptureError(f"{type(model).__name__} has no stages of window blocks (model.layers) to hook")
     blocks = {}
     for s, stage in enumerate(stages):
-        for b, block in enumerate(stage.blocks):
-            if not isinstance(block, SwinTransformerBlock) or not isinstance(block.attn, WindowAttention):
-                raise AttentionCaptureError(f"stage {s} block {b} is {type(block).__name__}, not a Swin block")
+        for b, block in enumerate(getattr(stage, "blocks", ())):
+            if not all(hasattr(block, name) for name in ("window_size", "shift_size", "attn")):
+                raise AttentionCaptureError(f"stage {s} block {b} is {type(block).__name__}, not a window block")
             blocks[(s, b)] = block
     if not blocks:
-        raise AttentionCaptureError("the model has no Swin blocks to hook")
+        raise AttentionCaptureError("the model has no window blocks to hook")
+    return blocks
+
+
+def swin_blocks(model: torch.nn.Module) -> dict[BlockKey, SwinTransformerBlock]:
+    """Every Swin (v1) block by (stage, block); raise if the model has none or another kind."""
+    blocks = window_blocks(model)
+    for (s, b), block in blocks.items():
+        if not isinstance(block, SwinTransformerBlock) or not isinstance(block.attn, WindowAttention):
+            raise AttentionCaptureError(f"stage {s} block {b} is {type(block).__name__}, not a Swin block")
     return blocks
 
 
@@ -101,12 +112,18 @@ def _window_softmax(module: WindowAttention, qkv: torch.Tensor, mask: torch.Tens
 
 
 @contextmanager
-def capture_window_attention(model: torch.nn.Module) -> Iterator[tuple[dict, dict]]:
+def capture_window_attention(model: torch.nn.Module, softmax_at: Callable[[torch.nn.Module], torch.nn.Module] | None = None
+                             ) -> Iterator[tuple[dict, dict]]:
     """While active, forward passes fill (attention, geometry) dicts keyed by (stage, block).
 
     attention[key]: (batch, windows, heads, N, N). Hooks are removed on exit, also on error.
+
+    Args:
+        softmax_at: for a block's attention module, the submodule whose input is its post-softmax
+            attention (Swin v2: ``attn_drop``; its attention has no fused path). None: rebuild
+            ``softmax(q·kᵀ·scale + bias + mask)`` from the ``qkv`` output (Swin v1, fused or not).
     """
-    blocks = swin_blocks(model)
+    blocks = swin_blocks(model) if softmax_at is None else window_blocks(model)
     attention: dict[BlockKey, torch.Tensor] = {}
     geometry: dict[BlockKey, BlockGeometry] = {}
     qkv_out: dict[BlockKey, torch.Tensor] = {}
@@ -119,6 +136,11 @@ def capture_window_attention(model: torch.nn.Module) -> Iterator[tuple[dict, dic
 
         return hook
 
+    def by_window(key, probs: torch.Tensor) -> torch.Tensor:
+        (h, w), (wh, ww) = geometry[key].grid, geometry[key].window
+        windows = -(-h // wh) * -(-w // ww)  # timm pads the grid up to whole windows
+        return probs.reshape(-1, windows, *probs.shape[1:])
+
     def on_qkv(key):
         def hook(_m, _args, output):
             qkv_out[key] = output.detach()
@@ -128,18 +150,24 @@ def capture_window_attention(model: torch.nn.Module) -> Iterator[tuple[dict, dic
     def on_attn(key):
         def hook(module, args, kwargs, _output):
             mask = kwargs.get("mask", args[1] if len(args) > 1 else None)
-            probs = _window_softmax(module, qkv_out.pop(key), mask)
-            (h, w), (wh, ww) = geometry[key].grid, geometry[key].window
-            windows = -(-h // wh) * -(-w // ww)  # timm pads the grid up to whole windows
-            attention[key] = probs.reshape(-1, windows, *probs.shape[1:])
+            attention[key] = by_window(key, _window_softmax(module, qkv_out.pop(key), mask))
+
+        return hook
+
+    def on_softmax(key):
+        def hook(_m, args):
+            attention[key] = by_window(key, args[0].detach())
 
         return hook
 
     try:
         for key, block in blocks.items():
             handles.append(block.register_forward_pre_hook(on_block(key)))
-            handles.append(block.attn.qkv.register_forward_hook(on_qkv(key)))
-            handles.append(block.attn.register_forward_hook(on_attn(key), with_kwargs=True))
+            if softmax_at is None:
+                handles.append(block.attn.qkv.register_forward_hook(on_qkv(key)))
+                handles.append(block.attn.register_forward_hook(on_attn(key), with_kwargs=True))
+            else:
+                handles.append(softmax_at(block.attn).register_forward_pre_hook(on_softmax(key)))
         yield attention, geometry
     finally:
         for handle in handles:
@@ -147,14 +175,16 @@ def capture_window_attention(model: torch.nn.Module) -> Iterator[tuple[dict, dic
 
 
 def window_attention(
-    model: torch.nn.Module, x: torch.Tensor, adapter=None
+    model: torch.nn.Module, x: torch.Tensor, capture: Callable | None = None, blocks: int | None = None
 ) -> tuple[torch.Tensor, dict[BlockKey, torch.Tensor], dict[BlockKey, BlockGeometry]]:
     """Run ``model`` once; return logits, every block's window attention, and the blocks' geometry.
 
     Args:
         x: (batch, 3, H, W) normalised input.
-        adapter: the model's family adapter (:mod:`generator.families`), whose ``attention_capture`` and
-            ``window_geometry`` are used; default: timm's Swin blocks.
+        capture: the context manager factory that captures it (a family adapter's
+            :meth:`~generator.families.ModelFamily.attention_capture`, as
+            :meth:`~generator.families.ModelFamily.window_attention` passes it); default: Swin v1's.
+        blocks: how many window blocks must capture (default: timm's, :func:`window_blocks`).
 
     Returns:
         logits: (batch, classes), identical to ``model(x)``.
@@ -162,12 +192,10 @@ def window_attention(
             (windows row-major over the shifted grid, as timm partitions them).
         geometry: (stage, block) → :class:`BlockGeometry`.
     """
-    capture = adapter.attention_capture if adapter is not None else capture_window_attention
-    with capture(model) as (attention, geometry):
+    with (capture or capture_window_attention)(model) as (attention, geometry):
         logits = model(x)
-    blocks = len(adapter.window_geometry(model)) if adapter is not None else len(swin_blocks(model))
-    if len(attention) != blocks:
-        raise AttentionCaptureError("some Swin blocks captured no attention")
+    if len(attention) != (len(window_blocks(model)) if blocks is None else blocks):
+        raise AttentionCaptureError("some window blocks captured no attention")
     return logits, dict(attention), dict(geometry)
 
 
@@ -224,7 +252,7 @@ def full_attention(model: torch.nn.Module, x: torch.Tensor, stage: int, block: i
     Returns:
         (batch, heads, N, N), N = H·W of that stage's grid.
     """
-    blocks = swin_blocks(model)
+    blocks = window_blocks(model)
     if (stage, block) not in blocks:
         raise ValueError(f"no block {block} in stage {stage}; the model has {sorted(blocks)}")
     with torch.no_grad():

@@ -56,7 +56,7 @@ def colour_tree(root: Path, per_class: int = 20, seed: int = 0, classes=COLOURS)
 #: The slowest test files, slowest first. Under pytest-xdist (make test: --dist loadfile) files are handed
 #: to the workers in collection order, so these start at once instead of ending the run alone.
 SLOW_FILES_FIRST = ("test_bench.py", "test_executors.py", "test_reliability.py", "test_build.py", "test_safety.py",
-                    "test_browser.py", "test_study_setup.py", "test_methods.py", "test_hf.py")
+                    "test_browser.py", "test_study_setup.py", "test_methods.py", "test_hf.py", "test_families_zoo.py")
 
 
 def pytest_collection_modifyitems(items) -> None:

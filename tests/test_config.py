@@ -29,7 +29,7 @@ def test_valid_config_resolves_paths(tmp_path, images):
     cfg = load_config(write(tmp_path, tiny_config_text(images, tmp_path)))
     assert cfg.images == images.resolve()
     assert [m.name for m in cfg.models] == ["Tiny ViT", "Tiny Swin"]
-    assert cfg.sections.heads.query == "cls"
+    assert cfg.sections.heads.query == "auto"
 
 
 @pytest.mark.parametrize(
@@ -74,6 +74,11 @@ def test_model_errors(tmp_path, images):
         ('weights = "random:0"', 'weights = "file:missing.safetensors"', "models[0].weights", "not found"),
         ('name = "Tiny Swin"', 'name = "Tiny ViT"', "models[1].name", "duplicate"),
         ('arch = "vit_fmnist_patch4_28"', 'arch = 3', "models[0].arch", "expected a string"),
+        ('weights = "random:0"', 'weights = "random:0"\nimg_size = 4', "models[0].img_size", "≥ 8"),
+        ('weights = "random:0"', 'weights = "random:0"\ntimm_kwargs = { img_size = 32 }', "models[0].timm_kwargs",
+         "own key 'img_size'"),
+        ('weights = "random:0"', 'weights = "random:0"\nnum_classes = 0\nlabels = ["a"]', "models[0]",
+         "headless"),
     ]:
         with pytest.raises(ConfigError) as err:
             load_config(write(tmp_path, base.replace(old, new, 1)))

@@ -428,7 +428,7 @@
     var s = this.state, m = this.m, blk = m.blocks[s.block], self = this;
     this.blockInput.value = s.block;
     this.blockLabel.textContent = s.block + " / " + (m.blocks.length - 1) +
-      (m.family === "swin" ? " (stage " + blk.stage + ", block " + blk.block_in_stage + (blk.shift && (blk.shift[0] || blk.shift[1]) ? ", shifted" : "") + ")" : "");
+      (blk.window ? " (stage " + blk.stage + ", block " + blk.block_in_stage + (blk.shift && (blk.shift[0] || blk.shift[1]) ? ", shifted" : "") + ")" : "");
     if (+this.headSelect.getAttribute("data-heads") !== blk.heads) {
       this.headSelect.textContent = "";
       for (var h = 0; h < blk.heads; h++) el("option", { value: String(h), text: "head " + h }, this.headSelect);
@@ -548,7 +548,7 @@
     this.status.textContent = text;
     this.overlay.setAttribute("aria-label", "Attention map of " + this.queryText() + ", " + what +
       ". Click a patch or use the arrow keys to move the query.");
-    this.caption.textContent = m.family === "swin" && s.mode === "raw"
+    this.caption.textContent = info.window && s.mode === "raw"
       ? "Lines: this block's windows" + (info.shift && (info.shift[0] || info.shift[1]) ? " (shifted by " + info.shift.join(", ") + "; a window that wraps round the edge is split by timm's mask)" : "") + "; thick: the query's window."
       : "";
     this.last = { values: main.patches, all: Array.prototype.slice.call(main.all), intensities: intensities, scale: scale,
@@ -566,7 +566,7 @@
     ctx.clearRect(0, 0, W, H);
     var cw = W / g[1], ch = H / g[0];
     var seg = function (x0, y0, x1, y1) { ctx.moveTo(x0, y0); ctx.lineTo(x1, y1); };
-    if (this.m.family === "swin" && info.window && s.mode === "raw") {
+    if (info.window && s.mode === "raw") {
       var win = info.window, sh = info.shift || [0, 0], k;
       ctx.strokeStyle = cssVar(this.root, "--vx-window-color", "#fff");
       ctx.lineWidth = 1;

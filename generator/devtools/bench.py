@@ -47,6 +47,9 @@ class Scale:
     repeats: int | None
     #: (ViT arch, Swin arch, batch)
     capture: tuple[tuple[str, str, int], ...]
+    #: one model per further family and token layout: (arch, create_model kwargs, batch); full: the
+    #: architecture as timm defines it, at its default input size
+    family_capture: tuple[tuple[str, dict, int], ...]
     #: (arch, LIME samples)
     lime: tuple[tuple[str, int], ...]
     #: (arch, images, batch sizes); timed repeats (None: ``repeats``)
@@ -100,6 +103,22 @@ class Scale:
     executor_processes: bool = True
 
 
+#: The families beyond the embedded ViT and Swin, each with its token layout or attention form.
+_FAMILY_ARCHS = ("deit_small_distilled_patch16_224", "vit_small_patch14_reg4_dinov2", "vit_base_patch16_siglip_224",
+                 "vit_base_patch16_clip_224", "eva02_tiny_patch14_224", "beit_base_patch16_224", "swinv2_tiny_window8_256")
+#: The same architectures made tiny (2 blocks, narrow, 32 px) for the quick and smoke runs.
+_TINY_FAMILY = {
+    "swinv2_tiny_window8_256": dict(img_size=32, embed_dim=16, depths=(2, 1), num_heads=(1, 2), window_size=4),
+    "vit_small_patch14_reg4_dinov2": dict(img_size=28, depth=2, embed_dim=32, num_heads=2),
+    "eva02_tiny_patch14_224": dict(img_size=28, depth=2, embed_dim=32, num_heads=2),
+}
+
+
+def _tiny_families(batch: int) -> tuple[tuple[str, dict, int], ...]:
+    plain = dict(img_size=32, patch_size=8, depth=2, embed_dim=32, num_heads=2)
+    return tuple((arch, _TINY_FAMILY.get(arch, plain), batch) for arch in _FAMILY_ARCHS)
+
+
 _QUICK_GALLERY = dict(gallery_edits=(("num_samples = 1000", "num_samples = 100"), ("epochs = 10", "epochs = 2")),
                       gallery_off=("probe", "faithfulness"), gallery_set=())
 _LARGE_OFF = ("rollout", "swin", "lime", "perturb", "probe", "faithfulness")
@@ -107,6 +126,7 @@ _LARGE_OFF = ("rollout", "swin", "lime", "perturb", "probe", "faithfulness")
 FULL = Scale(
     name="full", repeats=None,
     capture=(("vit_base_patch16_224", "swin_base_patch4_window7_224", 8),),
+    family_capture=tuple((arch, {}, 2 if "dinov2" in arch else 8) for arch in _FAMILY_ARCHS),  # DINOv2: 518 px
     lime=((_VIT28, 1000), ("vit_base_patch16_224", 100)),
     batch_sizes=((_VIT28, 2048, (8, 10, 16, 32, 64, 128, 256, 512)), (_SWIN28, 1024, (8, 10, 16, 32, 64, 128, 256, 512)),
                  ("vit_base_patch16_224", 64, (1, 2, 4, 8, 10, 16, 32, 64)),
@@ -136,6 +156,7 @@ FULL = Scale(
 QUICK = Scale(
     name="quick", repeats=None,
     capture=((_VIT28, _SWIN28, 8),),
+    family_capture=_tiny_families(8),
     lime=((_VIT28, 200),),
     batch_sizes=((_VIT28, 512, (8, 10, 16, 32, 64, 128)),), batch_repeats=3,
     memory_model=(_VIT28, 28), memory_work=(("lime", (250, 2000)), ("probe", (500, 4000))),
@@ -162,6 +183,7 @@ QUICK = Scale(
 SMOKE = Scale(
     name="smoke", repeats=1,
     capture=((_VIT28, _SWIN28, 2),),
+    family_capture=_tiny_families(2),
     lime=((_VIT28, 20),),
     batch_sizes=((_VIT28, 40, (8, 10)),), batch_repeats=None,  # 10: lime's default, compared to the best
     memory_model=(_VIT28, 28), memory_work=(("lime", (16, 32)), ("probe", (16, 32))),
@@ -276,7 +298,31 @@ def bench_capture(scale: Scale, repeats: int) -> list[dict]:
                     extra["largest_costs"] = top_cost(lambda: capture(model, x))
             out.append(row(f"attention capture: {arch}, batch {batch}", ours, base, "≤ 1.25× a plain forward", r <= 1.25,
                            **extra))
+    for arch, kwargs, batch in scale.family_capture:
+        out.append(_family_capture_row(arch, kwargs, batch, repeats))
     return out
+
+
+def _family_capture_row(arch: str, kwargs: dict, batch: int, repeats: int) -> dict:
+    """Capture through the model's family adapter ÷ a plain forward, at the model's input size."""
+    import timm
+
+    from ..families import family_of
+
+    torch.manual_seed(0)
+    model = timm.create_model(arch, pretrained=False, **kwargs).eval()
+    family = family_of(model)
+    size = kwargs.get("img_size") or model.pretrained_cfg["input_size"][-1]
+    x = torch.randn(batch, 3, size, size)
+    capture = (lambda: family.window_attention(model, x)[:2]) if "windows" in family.capabilities else (
+        lambda: family.attention(model, x))
+    with torch.inference_mode():
+        ours, base = side_by_side(capture, lambda: model(x), repeats)
+        r = statistics.median(ours) / statistics.median(base)
+        extra = {"family": family.name, "input_px": size}
+        if r > 1.25:
+            extra["largest_costs"] = top_cost(capture)
+    return row(f"attention capture: {arch}, batch {batch}", ours, base, "≤ 1.25× a plain forward", r <= 1.25, **extra)
 
 
 def _lime_case(arch: str, pretrained: bool):
@@ -1151,7 +1197,8 @@ def row_names(scale: Scale) -> dict[str, set[str]]:
     n = scale.incremental_images
     return {
         "capture": {f"attention capture: {arch}, batch {batch}" for vit, swin, batch in scale.capture
-                    for arch in (vit, swin)},
+                    for arch in (vit, swin)} | {f"attention capture: {arch}, batch {batch}"
+                                                for arch, _, batch in scale.family_capture},
         "lime": {name for arch, _ in scale.lime for name in (f"LIME vs its forward passes: {arch}",
                                                             f"LIME vs plain lime_image (batch 10): {arch}")},
         "probe": {"probe (cached features) vs one feature-extraction pass",

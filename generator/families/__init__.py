@@ -10,6 +10,9 @@ from .base import (CAPABILITIES, ModelFamily, UnsupportedModelError, family_name
                    register_family, registered_families, unregister_family)
 from . import vit as _vit  # noqa: F401,E402  (registers the family)
 from . import swin as _swin  # noqa: F401,E402  (registers the family)
+from . import eva as _eva  # noqa: F401,E402  (registers the family)
+from . import beit as _beit  # noqa: F401,E402  (registers the family)
+from . import swinv2 as _swinv2  # noqa: F401,E402  (registers the family)
 from . import hf_vit as _hf_vit  # noqa: F401,E402  (registers the family)
 from . import hf_swin as _hf_swin  # noqa: F401,E402  (registers the family)
 

@@ -143,9 +143,13 @@ class ModelFamily(ABC):
 
         return vit_attention_gradients(module, x, target)
 
-    def window_position_bias(self, module: torch.nn.Module, key: tuple[int, int]) -> torch.Tensor:
-        """Families with ``"windows"``: the (heads, N, N) relative position bias of block ``key`` = (stage, block)."""
-        raise NotImplementedError(f"the {self.name} family has no window position bias")
+    def window_attention(self, module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
+        """Families with ``"windows"``: run ``module`` once on ``x`` (B, 3, H, W); return its logits, every
+        block's (B, windows, heads, w², w²) attention and geometry by (stage, block), captured by
+        :meth:`attention_capture` (:func:`generator.swin.window_attention`)."""
+        from ..swin import window_attention
+
+        return window_attention(module, x, capture=self.attention_capture, blocks=len(self.window_geometry(module)))
 
     @abstractmethod
     def cam_target_layer(self, module: torch.nn.Module) -> torch.nn.Module:
@@ -167,6 +171,11 @@ class ModelFamily(ABC):
     def window_geometry(self, module: torch.nn.Module) -> dict | None:
         """Window size and shift per (stage, block); None for a family without windows."""
         return None
+
+    def window_position_bias(self, module: torch.nn.Module) -> dict:
+        """Families with ``"windows"``: (stage, block) → the (heads, w², w²) position bias each block adds
+        to its attention logits, as its own module computes it."""
+        raise NotImplementedError(f"the {self.name} family has no windows")
 
     @abstractmethod
     def structure(self, module: torch.nn.Module) -> str:

@@ -53,10 +53,11 @@ class HFSwinFamily(ModelFamily):
         size = module.hf.base_model.embeddings.patch_embeddings.patch_size
         return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
-    def window_position_bias(self, module, key: tuple[int, int]) -> torch.Tensor:
+    def window_position_bias(self, module) -> dict:
+        """(stage, block) → the (heads, w², w²) relative position bias each layer's attention adds."""
         from .hf_model import hf_swin_layers
 
-        return hf_swin_layers(module.hf)[key].attention.relative_position_bias()[0]
+        return {key: layer.attention.relative_position_bias()[0] for key, layer in hf_swin_layers(module.hf).items()}
 
     def cam_target_layer(self, module) -> torch.nn.Module:
         """The last layer's ``layernorm_before``, as timm's ``norm1``."""

@@ -45,11 +45,6 @@ class SwinFamily(ModelFamily):
 
         return capture_window_attention(module)
 
-    def window_position_bias(self, module, key: tuple[int, int]) -> torch.Tensor:
-        """``WindowAttention._get_rel_pos_bias()`` of ``model.layers[s].blocks[b]``."""
-        stage, block = key
-        return module.layers[stage].blocks[block].attn._get_rel_pos_bias()[0]
-
     def cam_target_layer(self, module) -> torch.nn.Module:
         """The last block's ``norm1``: ``model.layers[-1].blocks[-1].norm1``."""
         return module.layers[-1].blocks[-1].norm1
@@ -73,6 +68,12 @@ class SwinFamily(ModelFamily):
         """(stage, block) → (window size, shift size) as the blocks declare them."""
         return {(s, b): (tuple(block.window_size), tuple(block.shift_size))
                 for s, stage in enumerate(module.layers) for b, block in enumerate(stage.blocks)}
+
+    def window_position_bias(self, module) -> dict:
+        """(stage, block) → the block's relative position bias (``WindowAttention._get_rel_pos_bias()``)."""
+        from ..swin import window_blocks
+
+        return {key: block.attn._get_rel_pos_bias()[0] for key, block in window_blocks(module).items()}
 
     def structure(self, module) -> str:
         depths = [len(stage.blocks) for stage in module.layers]

@@ -10,15 +10,20 @@ from ..relevance import map_specs
 if TYPE_CHECKING:
     import torch
 
+    from ..attention import TokenLayout
+
 
 def prediction_meta(model: LoadedModel, logits: torch.Tensor, k: int = 5) -> dict:
-    """The model's top-k prediction for one image, as JSON-able metadata.
+    """The model's top-k prediction for one image, as JSON-able metadata (``top`` is empty for a
+    headless backbone: its output is features, not classes).
 
     Args:
         logits: (classes,) for one image.
     """
     import torch
 
+    if not model.has("classifier-head"):
+        return {"model_display": model.display_name, "random_weights": model.random_weights, "top": []}
     probs = logits.float().softmax(-1).cpu()
     top = torch.topk(probs, min(k, probs.numel()))
     return {
@@ -29,6 +34,14 @@ def prediction_meta(model: LoadedModel, logits: torch.Tensor, k: int = 5) -> dic
             for p, i in zip(top.values, top.indices)
         ],
     }
+
+
+def resolve_query(query: str | int, layout: TokenLayout) -> str | int:
+    """The query a model's figures use: ``"auto"`` is the class token where the model has one, else
+    the mean over the patch queries; any other value is kept."""
+    if query == "auto":
+        return "cls" if layout.has_class_token else "mean"
+    return query
 
 
 class ComparesMaps:

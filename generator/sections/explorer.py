@@ -31,6 +31,7 @@ class ExplorerSection(Section):
     """Per image × model: every block's attention, exported for the explorer (generator/assets/explorer.js)."""
 
     name = "explorer"
+    needs = frozenset()
     needs_any = frozenset({"attention-rows", "windows"})
     title = "Attention explorer"
     template = "sections/explorer.md.j2"

@@ -11,18 +11,19 @@ from ..images import ImageItem
 from ..loaded_model import LoadedModel
 from ..settings import SectionSettings
 from .base import ModelInput, Section
-from .common import prediction_meta
+from .common import prediction_meta, resolve_query
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
 class HeadsSettings(SectionSettings):
-    """Per-head attention grids (the study's Figure 1), ViT family only."""
+    """Per-head attention grids (the study's Figure 1), models with global attention rows."""
 
-    #: Which query token's attention is drawn: "cls", "mean" (mean over patch queries),
-    #: or an integer patch index (row-major over the patch grid).
-    query: Union[Literal["cls", "mean"], Annotated[int, Strict(), Field(ge=0)]] = "cls"
+    #: Which query token's attention is drawn: "auto" (the class token where the model has one,
+    #: else the mean over patch queries), "cls", "mean" (mean over patch queries), or an integer
+    #: patch index (row-major over the patch grid).
+    query: Union[Literal["auto", "cls", "mean"], Annotated[int, Strict(), Field(ge=0)]] = "auto"
     #: Colour scale shared per block row ("row") or stretched per panel ("panel").
     scale: Literal["row", "panel"] = "row"
 
@@ -31,9 +32,16 @@ class HeadsSection(Section):
     Settings = HeadsSettings
     name = "heads"
     title = "Attention heads"
-    needs = frozenset({"attention-rows", "classifier-head"})
+    needs = frozenset({"attention-rows"})
     template = "sections/heads.md.j2"
     chapter = ("vit-attention", "ViT attention", "chapters/heads_intro.md.j2")
+
+    def missing(self, model: LoadedModel) -> list[str]:
+        """As :meth:`Section.missing`, and the class token when the query asks for it by name."""
+        lacks = super().missing(model)
+        if self.settings.query == "cls" and not model.has("class-token"):
+            lacks.append("class-token")
+        return lacks
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
@@ -41,9 +49,10 @@ class HeadsSection(Section):
         from ..attention import query_attention_maps
 
         layout = model.adapter.token_layout(model.module)
+        query = resolve_query(self.settings.query, layout)
         with torch.inference_mode():
             logits, attn = model.adapter.attention(model.module, inputs.x[None].to(model.device))
-            maps = query_attention_maps(attn, layout, self.settings.query)[:, 0]  # blocks, heads, h, w
+            maps = query_attention_maps(attn, layout, query)[:, 0]  # blocks, heads, h, w
         return Record(
             section=self.name,
             model=model.name,
@@ -51,7 +60,7 @@ class HeadsSection(Section):
             arrays={"maps": maps.float().cpu().numpy(), "view": inputs.view},
             meta={
                 **prediction_meta(model, logits[0]),
-                "query": self.settings.query,
+                "query": query,
                 "scale": self.settings.scale,
                 "grid": list(layout.grid),
                 "blocks": int(maps.shape[0]),

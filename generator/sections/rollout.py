@@ -12,7 +12,7 @@ from ..loaded_model import LoadedModel
 from ..settings import Bool, Int, SectionSettings
 from ..relevance import RelevanceMap, RelevanceMethod, register_method
 from .base import ModelInput, Section
-from .common import prediction_meta
+from .common import prediction_meta, resolve_query
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -23,7 +23,8 @@ DiscardRatio = Annotated[float, Strict(), Field(ge=0.0, lt=1.0)]
 
 
 class RolloutSettings(SectionSettings):
-    """Attention rollout (the study's Figures 2 and 3), ViT family only."""
+    """Attention rollout (the study's Figures 2 and 3), models with global attention rows; read at the
+    class token's row, or at the mean patch row for a model without one."""
 
     #: Head fusions drawn side by side (Figure 2).
     fusions: tuple[Fusion, ...] = Field(default=("mean", "max", "min"), min_length=1)
@@ -43,7 +44,7 @@ class RolloutSection(Section):
     Settings = RolloutSettings
     name = "rollout"
     title = "Information flow: attention rollout"
-    needs = frozenset({"attention-rows", "class-token", "classifier-head"})
+    needs = frozenset({"attention-rows"})
     template = "sections/rollout.md.j2"
     chapter = ("information-flow", "Information flow", "chapters/rollout_intro.md.j2")
 
@@ -54,38 +55,42 @@ class RolloutSection(Section):
 
         s = self.settings
         layout = model.adapter.token_layout(model.module)
-        if not layout.has_class_token:
-            raise ValueError(f"{model.name} has no CLS token: rollout reads the CLS row")
-        cls = layout.prefix_names.index("CLS")
+        # the class token's row where there is one, else the mean of the patch rows (what an average pool reads)
+        query = resolve_query("auto", layout)
+        row = layout.class_token_index if query == "cls" else "mean"
         x = inputs.x[None].to(model.device)
         with torch.inference_mode():
             logits, attn = model.adapter.attention(model.module, x)
         attn = attn.double()  # products over many blocks: keep them exact
-        common = dict(start_block=s.start_block, normalize=s.normalize, keep_index=cls)
+        common = dict(start_block=s.start_block, normalize=s.normalize, keep_index=layout.class_token_index)
         if s.start_block >= attn.shape[0]:
             raise ValueError(f"start_block {s.start_block} but {model.name} has {attn.shape[0]} blocks")
         masks = torch.stack([
             torch.stack([
                 rollout_mask(attention_rollout(attn, head_fusion=f, discard_ratio=r, **common), layout.grid,
-                             layout.num_prefix_tokens, query=cls)[0]
+                             layout.num_prefix_tokens, query=row)[0]
                 for f in s.fusions
             ])
             for r in s.discard_ratios
         ])  # ratios, fusions, h, w
         progression = rollout_progression(attn, layout.grid, layout.num_prefix_tokens, head_fusion=s.progression_fusion,
-                                          discard_ratio=s.discard_ratios[0], **common)[:, 0]
+                                          discard_ratio=s.discard_ratios[0], query=row, **common)[:, 0]
         arrays = {"view": inputs.view, "masks": masks.float().cpu().numpy(), "progression": progression.float().cpu().numpy()}
         meta = {**prediction_meta(model, logits[0]), "fusions": list(s.fusions), "discard_ratios": list(s.discard_ratios),
                 "start_block": s.start_block, "normalize": s.normalize, "progression_fusion": s.progression_fusion,
                 "blocks": list(range(s.start_block, attn.shape[0])), "grid": list(layout.grid)}
-        if s.gradient:
+        if query != "cls":  # records of models with a class token read its row, as before "auto"
+            meta["query"] = query
+        if s.gradient and not model.has("classifier-head"):
+            meta["gradient_skipped"] = "headless: no class whose gradient could weight the attention"
+        elif s.gradient:
             target = logits.argmax(-1)
             _, attn_used, grads = model.adapter.attention_gradients(model.module, x, target)
             weighted = gradient_rollout(attn_used.double(), grads.double(), start_block=s.gradient_start_block)
-            arrays["gradient"] = rollout_mask(weighted, layout.grid, layout.num_prefix_tokens, query=cls)[0].float().cpu().numpy()
+            arrays["gradient"] = rollout_mask(weighted, layout.grid, layout.num_prefix_tokens, query=row)[0].float().cpu().numpy()
             arrays["plain"] = rollout_mask(attention_rollout(attn, discard_ratio=0.0, start_block=s.gradient_start_block,
-                                                             keep_index=cls),
-                                           layout.grid, layout.num_prefix_tokens, query=cls)[0].float().cpu().numpy()
+                                                             keep_index=layout.class_token_index),
+                                           layout.grid, layout.num_prefix_tokens, query=row)[0].float().cpu().numpy()
             meta["gradient_target"] = model.class_names[int(target[0])]
         return Record(section=self.name, model=model.name, image=image.slug, arrays=arrays, meta=meta)
 
@@ -113,14 +118,17 @@ class RolloutSection(Section):
     def caption(self, record: Record, figure_id: str = "") -> str:
         m = record.meta
         norm = "rows re-normalised" if m["normalize"] else "rows not re-normalised"
+        mean = m.get("query") == "mean"
+        row, token = (("the mean patch row", "the mean patch row (the model has no class token)") if mean
+                      else ("the CLS row", "the CLS token"))
         if figure_id == "progression":
-            return (f"{m['model_display']}: the CLS row of the rollout after each block from block {m['start_block']} "
+            return (f"{m['model_display']}: {row} of the rollout after each block from block {m['start_block']} "
                     f"({m['progression_fusion']} fusion, discard {m['discard_ratios'][0]:g}, {norm}); "
                     "each panel scaled to its maximum.")
         if figure_id == "gradient":
             return (f"{m['model_display']}: plain rollout (mean fusion, no discard) next to the gradient-weighted rollout "
                     f"for the predicted class {m['gradient_target']}, both from block {0}; scaled to their maxima.")
-        return (f"{m['model_display']}: rollout of the CLS token from block {m['start_block']} with "
+        return (f"{m['model_display']}: rollout of {token} from block {m['start_block']} with "
                 f"{', '.join(m['fusions'])} head fusion and discard ratio {', '.join(f'{r:g}' for r in m['discard_ratios'])}, "
                 f"{norm}; each panel scaled to its maximum.")
 

@@ -75,6 +75,7 @@ class StatsSection(Section):
 
     Settings = StatsSettings
     name = "stats"
+    needs = frozenset()
     needs_any = frozenset({"attention-rows", "windows"})
     title = "Attention statistics"
     template = "sections/stats.md.j2"

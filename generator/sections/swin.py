@@ -22,7 +22,7 @@ Pair = Annotated[tuple[Annotated[int, Strict(), Field(ge=1)], ...], Field(min_le
 
 
 class SwinSettings(SectionSettings):
-    """Swin window-attention maps (the study's Figure 4) and the Swin rollout, Swin family only."""
+    """Swin window-attention maps (the study's Figure 4) and the Swin rollout, models with shifted windows."""
 
     #: Blocks drawn as window maps, as [stage, block] pairs counted from 1 (the study: stage 3, block 1).
     #: Pairs a model does not have are skipped, and the page says so.
@@ -42,18 +42,18 @@ class SwinSection(Section):
     Settings = SwinSettings
     name = "swin"
     title = "Swin attention: windows, shifts and rollout"
-    needs = frozenset({"windows", "classifier-head"})
+    needs = frozenset({"windows"})
     template = "sections/swin.md.j2"
     chapter = ("swin-attention", "Swin attention", "chapters/swin_intro.md.j2")
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
 
-        from ..swin import swin_rollout, window_attention, window_query_maps
+        from ..swin import swin_rollout, window_query_maps
 
         s = self.settings
         with torch.inference_mode():
-            logits, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device), model.adapter)
+            logits, attention, geometry = model.adapter.window_attention(model.module, inputs.x[None].to(model.device))
         arrays = {"view": inputs.view}
         targets, skipped = [], []
         for stage, block in s.targets:
@@ -142,11 +142,11 @@ class SwinRolloutMethod(RelevanceMethod):
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
         import torch
 
-        from ..swin import swin_rollout, window_attention
+        from ..swin import swin_rollout
 
         s = self.config.sections.swin
         with torch.inference_mode():
-            _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device), model.adapter)
+            _, attention, geometry = model.adapter.window_attention(model.module, inputs.x[None].to(model.device))
         relevance, _ = swin_rollout(attention, geometry, head_fusion=s.rollout_fusion,
                                     discard_ratio=s.rollout_discard_ratio, normalize=s.rollout_normalize)
         return RelevanceMap(relevance[0].cpu().numpy())
@@ -164,10 +164,10 @@ class SwinWindowAttentionMethod(RelevanceMethod):
     def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
         import torch
 
-        from ..swin import full_attention_from_windows, window_attention
+        from ..swin import full_attention_from_windows
 
         with torch.inference_mode():
-            _, attention, geometry = window_attention(model.module, inputs.x[None].to(model.device), model.adapter)
+            _, attention, geometry = model.adapter.window_attention(model.module, inputs.x[None].to(model.device))
         last = max(attention)
         full = full_attention_from_windows(attention[last].double(), geometry[last])  # 1, heads, N, N
         return RelevanceMap(full[0].mean(0).mean(0).reshape(geometry[last].grid).cpu().numpy())
