@@ -215,6 +215,17 @@ class ModelConfig(Settings):
             raise ValueError("labels: a headless model (num_classes = 0) has no classes to name")
         return self
 
+    @model_validator(mode="after")
+    def _timm_keys_on_timm_models(self) -> "ModelConfig":
+        if self.is_hf:
+            for key in ("num_classes", "img_size"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: applies to timm architectures; an hf: model's config.json and image "
+                                     "processor set its head and input size")
+            if self.timm_kwargs:
+                raise ValueError("timm_kwargs: applies to timm architectures, not to an hf: model")
+        return self
+
     @property
     def input_size(self) -> tuple[int, int] | None:
         """(height, width) from ``img_size``, or None for the architecture's default."""

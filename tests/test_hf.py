@@ -202,6 +202,18 @@ def test_hub_offline_names_model_repository_and_fix(monkeypatch):
     assert "save_pretrained" in text and 'weights = "file:' in text
 
 
+@pytest.mark.parametrize("key, value", [("img_size", 64), ("num_classes", 0), ("timm_kwargs", {"depth": 2})])
+def test_timm_only_keys_are_refused_on_an_hf_model_at_config_time(tmp_path, key, value):
+    from generator.config import ConfigError, parse_config
+
+    write_synthetic_images(tmp_path / "images", count=1)
+    model = {"name": "m", "arch": "hf:google/vit-base-patch16-224", "weights": "random:0", key: value}
+    with pytest.raises(ConfigError) as err:
+        parse_config({"title": "t", "images": str(tmp_path / "images"), "output": str(tmp_path / "o"),
+                      "site_dir": str(tmp_path / "s"), "models": [model]})
+    assert key in str(err.value) and "hf:" in str(err.value)
+
+
 def test_remote_code_and_pickles_are_refused(checkpoints, tmp_path):
     import shutil
 

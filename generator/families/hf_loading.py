@@ -194,8 +194,6 @@ def load_hf_module(config: ModelConfig, hub_problem: Callable[[], str | None]
     hf_config = _pretrained(config, transformers.AutoConfig.from_pretrained, repo, local, hub_problem)
     _refuse_remote_code(config, hf_config.to_dict(), repo)
     cls = _model_class(config, transformers, hf_config)
-    if config.num_classes is not None:
-        raise WeightsError(f"model {config.name!r}: num_classes does not apply to hf: models; the config.json sizes the head")
     if kind == "random":
         if config.labels != "auto":  # as for timm: a random head is sized by the labels
             hf_config.id2label = dict(enumerate(config.labels))
