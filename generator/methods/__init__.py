@@ -21,9 +21,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["attribution", "cam", "common", "lrp", "registered"]
+__all__ = ["attention_maps", "attribution", "cam", "common", "lime_map", "lrp", "registered"]
 
-_SUBMODULES = ("attribution", "cam", "common", "lrp", "registered")
+_SUBMODULES = ("attention_maps", "attribution", "cam", "common", "lime_map", "lrp", "registered")
 
 
 def __getattr__(name: str) -> Any:

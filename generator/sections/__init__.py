@@ -15,7 +15,10 @@ from .rollout import RolloutSection
 from .stats import StatsSection
 from .swin import SwinSection
 from .tokens import TokensSection
-from ..methods import registered as _library_methods  # noqa: F401,E402  (registers the library methods, after the sections' own)
+# the built-in relevance methods register in the order the maps grid shows them
+from ..methods import lime_map as _lime_map  # noqa: F401,E402
+from ..methods import attention_maps as _attention_maps  # noqa: F401,E402
+from ..methods import registered as _library_methods  # noqa: F401,E402
 
 SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, StatsSection, TokensSection, LimeSection,
                                          MapsSection, PerturbSection, ProbeSection, FaithfulnessSection, ExplorerSection)

@@ -17,7 +17,6 @@ from ..loaded_model import LoadedModel
 from ..regions import region_iou
 from ..segmentations import segmentation_problem
 from ..settings import BatchSize, Bool, Float, Int, SectionSettings, Str
-from ..relevance import MethodSettings, RelevanceMap, RelevanceMethod, register_method
 from .base import ModelInput, Section
 
 if TYPE_CHECKING:
@@ -151,41 +150,3 @@ def explanation_probs(explanation, model: LoadedModel, inputs: ModelInput) -> np
 
 
 # ------------------------------------------------------------------ relevance map owned by this section
-
-
-class LimeMethodSettings(MethodSettings):
-    """LIME as a relevance map: its own sample count (unset: as [sections.lime]); the rest follows [sections.lime]."""
-
-    num_samples: Annotated[int, Strict(), Field(ge=2)] | None = None
-
-
-@register_method
-class LimeMethod(RelevanceMethod):
-    """LIME's superpixel weights for the target class, painted on the pixels."""
-
-    name = "lime"
-    label = "LIME"
-    Settings = LimeMethodSettings
-    description = "LIME's weight of each superpixel for the class (segmentation as in the LIME section)"
-
-    @property
-    def num_samples(self) -> int:
-        return self.settings.num_samples or self.config.sections.lime.num_samples
-
-    def params(self) -> dict:
-        lime = self.config.sections.lime
-        return {**super().params(), "num_samples": self.num_samples, "num_features": lime.num_features, "seed": lime.seed,
-                "hide_color": lime.hide_color, "segmentation": lime.segmentation,
-                "segmentation_params": dict(lime.segmentation_params)}
-
-    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
-        from ..lime_explain import explain_image, weight_map
-
-        lime = self.config.sections.lime
-        explanation = explain_image(model.module, inputs.view, num_samples=self.num_samples,
-                                    num_features=lime.num_features, seed=lime.seed,
-                                    batch_size=model.batch_size(lime.batch_size),
-                                    hide_color=None if lime.hide_color == "mean" else tuple(lime.hide_color),
-                                    segmentation=lime.segmentation, segmentation_params=dict(lime.segmentation_params),
-                                    labels=(target,))
-        return RelevanceMap(weight_map(explanation, target))

@@ -10,7 +10,6 @@ from ..cache import Record
 from ..images import ImageItem
 from ..loaded_model import LoadedModel
 from ..settings import Bool, Int, SectionSettings
-from ..relevance import RelevanceMap, RelevanceMethod, register_method
 from .base import ModelInput, Section
 from .common import prediction_meta, resolve_query
 
@@ -134,85 +133,3 @@ class RolloutSection(Section):
 
 
 # ------------------------------------------------------------------ relevance maps owned by this section
-
-
-class _RolloutOwned(RelevanceMethod):
-    """Maps computed with the rollout section's settings (fusion, discard ratio, start block)."""
-
-    needs = frozenset({"attention-rows", "class-token", "classifier-head"})
-
-    def params(self) -> dict:
-        rollout = self.config.sections.rollout
-        return {**super().params(), "discard_ratio": rollout.discard_ratios[0], "start_block": rollout.start_block,
-                "normalize": rollout.normalize, "gradient_start_block": rollout.gradient_start_block}
-
-    def _attention(self, model: LoadedModel, inputs: ModelInput):
-        import torch
-
-        layout = model.adapter.token_layout(model.module)
-        if not layout.has_class_token:
-            raise ValueError(f"{model.name} has no CLS token: {self.label} reads the CLS row")
-        with torch.inference_mode():
-            _, attn = model.adapter.attention(model.module, inputs.x[None].to(model.device))
-        return layout, layout.prefix_names.index("CLS"), attn.double()
-
-
-@register_method
-class RolloutMethod(_RolloutOwned):
-    """Attention rollout of the CLS token, one map per configured head fusion."""
-
-    name = "rollout"
-    label = "rollout"
-    description = "attention rollout of the CLS token (Abnar & Zuidema 2020), with the rollout section's settings"
-
-    @classmethod
-    def variants(cls, config) -> list[str]:
-        return list(config.sections.rollout.fusions)
-
-    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
-        from ..rollout import attention_rollout, rollout_mask
-
-        layout, cls, attn = self._attention(model, inputs)
-        s = self.config.sections.rollout
-        r = attention_rollout(attn, head_fusion=self.variant, discard_ratio=s.discard_ratios[0],
-                              start_block=s.start_block, normalize=s.normalize, keep_index=cls)
-        return RelevanceMap(rollout_mask(r, layout.grid, layout.num_prefix_tokens, query=cls)[0].cpu().numpy())
-
-
-@register_method
-class GradientRolloutMethod(_RolloutOwned):
-    """Gradient-weighted rollout for the target class (Chefer et al. 2021)."""
-
-    name = "gradient-rollout"
-    label = "gradient rollout"
-    description = "rollout of attention weighted by its gradient for the class (Chefer et al. 2021)"
-
-    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
-        import torch
-
-        from ..rollout import gradient_rollout, rollout_mask
-
-        layout = model.adapter.token_layout(model.module)
-        cls = layout.prefix_names.index("CLS")
-        _, used, grads = model.adapter.attention_gradients(model.module, inputs.x[None].to(model.device),
-                                                           torch.tensor([target]))
-        weighted = gradient_rollout(used.double(), grads.double(),
-                                    start_block=self.config.sections.rollout.gradient_start_block)
-        return RelevanceMap(rollout_mask(weighted, layout.grid, layout.num_prefix_tokens, query=cls)[0].cpu().numpy())
-
-
-@register_method
-class ClsAttentionMethod(_RolloutOwned):
-    """The last block's CLS-token attention over the patches, averaged over heads."""
-
-    name = "cls-attention"
-    label = "last-block CLS attention"
-    description = "the last block's attention from the CLS token to the patches, mean over heads"
-
-    def params(self) -> dict:
-        return RelevanceMethod.params(self)
-
-    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
-        layout, cls, attn = self._attention(model, inputs)
-        prefix = layout.num_prefix_tokens
-        return RelevanceMap(attn[-1, 0, :, cls, prefix:].mean(0).reshape(layout.grid).cpu().numpy())

@@ -10,7 +10,6 @@ from ..cache import Record
 from ..images import ImageItem
 from ..loaded_model import LoadedModel
 from ..settings import Bool, SectionSettings
-from ..relevance import RelevanceMap, RelevanceMethod, register_method
 from .base import ModelInput, Section
 from .common import prediction_meta
 
@@ -123,51 +122,3 @@ class SwinSection(Section):
 
 
 # ------------------------------------------------------------------ relevance maps owned by this section
-
-
-@register_method
-class SwinRolloutMethod(RelevanceMethod):
-    """Rollout through shifted windows and patch merging, with the Swin section's rollout settings."""
-
-    name = "swin-rollout"
-    label = "Swin rollout"
-    needs = frozenset({"windows", "classifier-head"})
-    description = "rollout through the shifted windows and patch merging, with the Swin section's rollout settings"
-
-    def params(self) -> dict:
-        s = self.config.sections.swin
-        return {**super().params(), "fusion": s.rollout_fusion, "discard_ratio": s.rollout_discard_ratio,
-                "normalize": s.rollout_normalize}
-
-    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
-        import torch
-
-        from ..swin import swin_rollout
-
-        s = self.config.sections.swin
-        with torch.inference_mode():
-            _, attention, geometry = model.adapter.window_attention(model.module, inputs.x[None].to(model.device))
-        relevance, _ = swin_rollout(attention, geometry, head_fusion=s.rollout_fusion,
-                                    discard_ratio=s.rollout_discard_ratio, normalize=s.rollout_normalize)
-        return RelevanceMap(relevance[0].cpu().numpy())
-
-
-@register_method
-class SwinWindowAttentionMethod(RelevanceMethod):
-    """Attention received by each token in the last stage, in original order, mean over heads and queries."""
-
-    name = "swin-window-attention"
-    label = "last-stage window attention"
-    needs = frozenset({"windows", "classifier-head"})
-    description = "attention each token receives in the last stage's last block (shift undone), mean over heads and queries"
-
-    def map(self, model: LoadedModel, inputs: ModelInput, target: int) -> RelevanceMap:
-        import torch
-
-        from ..swin import full_attention_from_windows
-
-        with torch.inference_mode():
-            _, attention, geometry = model.adapter.window_attention(model.module, inputs.x[None].to(model.device))
-        last = max(attention)
-        full = full_attention_from_windows(attention[last].double(), geometry[last])  # 1, heads, N, N
-        return RelevanceMap(full[0].mean(0).mean(0).reshape(geometry[last].grid).cpu().numpy())
