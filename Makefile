@@ -22,7 +22,7 @@ site: $(STAMP)
 SITE_DIR ?= site
 SITE_ZIP ?= build/site.zip
 site-zip: site
-	$(PY) -m generator.site_zip $(SITE_DIR) $(SITE_ZIP)
+	$(PY) -m generator.site.zip $(SITE_DIR) $(SITE_ZIP)
 
 # One test process per core; whole files per process (a module's built gallery is built once), in
 # collection order (conftest puts the slowest files first).

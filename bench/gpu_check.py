@@ -91,9 +91,9 @@ def order_is_certain(x: np.ndarray, y: np.ndarray) -> bool:
     """Whether a map's cells were taken in the same order on both devices.
 
     The section orders cells by their published float32 values, ties by position
-    (:func:`generator.metrics.cell_order`), so the order rebuilt from each record's cells is the
+    (:func:`generator.analysis.faithfulness.cell_order`), so the order rebuilt from each record's cells is the
     order that device used, and equal orders mean the curves saw the same inputs."""
-    from generator.metrics import cell_order
+    from generator.analysis.faithfulness import cell_order
 
     return bool(np.array_equal(cell_order(x), cell_order(y)))
 
@@ -101,7 +101,7 @@ def order_is_certain(x: np.ndarray, y: np.ndarray) -> bool:
 def first_swap(x: np.ndarray, y: np.ndarray) -> str:
     """Where two devices' cell orders first part: the rank, the two cells, and how far apart they
     are on the CPU against how much the map differs between the devices."""
-    from generator.metrics import cell_order
+    from generator.analysis.faithfulness import cell_order
 
     x, y = x.reshape(-1).astype(np.float64), y.reshape(-1).astype(np.float64)
     ox, oy = cell_order(x), cell_order(y)
@@ -151,13 +151,13 @@ def main() -> int:
     if other == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: nothing to check")
         return 1
-    import generator.embedded  # noqa: F401
-    from generator.config import parse_config
-    from generator.images import scan_images
-    from generator.loaded_model import ACCELERATOR_BATCH, load_model
-    from generator.plan import compute_job
-    from generator.relevance import RelevanceStore
-    from generator.report import trimmed_traceback
+    import generator.models.embedded  # noqa: F401
+    from generator.config.loading import parse_config
+    from generator.data.images import scan_images
+    from generator.models.loaded import ACCELERATOR_BATCH, load_model
+    from generator.pipeline.plan import compute_job
+    from generator.relevance.registry import RelevanceStore
+    from generator.pipeline.report import trimmed_traceback
     from generator.sections import SECTIONS
 
     work = Path(tempfile.mkdtemp(prefix="gpu-check-"))
@@ -168,9 +168,9 @@ def main() -> int:
     data = {
         "title": "GPU check", "images": str(images_dir), "output": str(work / "build"), "site_dir": str(work / "site"),
         "models": [{"name": "ViT-FMNIST", "arch": "vit_fmnist_patch4_28",
-                    "weights": f"file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors"},
+                    "weights": f"file:{ROOT}/generator/models/weights/vit_fmnist_patch4_28.safetensors"},
                    {"name": "Swin-FMNIST", "arch": "swin_fmnist_patch2_28",
-                    "weights": f"file:{ROOT}/generator/weights/swin_fmnist_patch2_28.safetensors"}],
+                    "weights": f"file:{ROOT}/generator/models/weights/swin_fmnist_patch2_28.safetensors"}],
         "sections": {"lime": {"num_samples": args.lime_samples}, "probe": {"enabled": False},
                      "faithfulness": {"random_seeds": [0]}},
         # every method on, those the default gallery turns off for CPU time included

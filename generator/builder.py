@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .settings import GalleryConfig
-from .results import RunResult
+from .config.settings import GalleryConfig
+from .pipeline.results import RunResult
 
 __all__ = ["BuildResult", "build", "export_figures"]
 
@@ -50,19 +50,19 @@ def build(config: GalleryConfig, *, use_cache: bool = True, fail_fast: bool | No
 
     ``executor`` is "local" (compute in this process) or "dask": join the cluster at
     ``scheduler``, or start a LocalCluster of ``workers`` processes; tasks hold ``chunk_size``
-    images (:mod:`generator.executors`). The outputs are the same whichever runs them.
+    images (:mod:`generator.pipeline.executors`). The outputs are the same whichever runs them.
 
     Raises:
         OutputWriteError: the output cannot be written (read-only, no space); its ``result`` holds
             what was done.
         FailFast: with ``fail_fast``, at the first failure.
     """
-    from .atomic import write_fault
-    from .executors import ExecutorSpec
-    from .manifest import write_manifest
-    from .report import run_report_dict
-    from .runner import OutputWriteError, run, save_run_report
-    from .site import SiteBuildError, build_site, write_mkdocs_config, write_pages
+    from .store.atomic import write_fault
+    from .pipeline.executors import ExecutorSpec
+    from .site.manifest import write_manifest
+    from .pipeline.report import run_report_dict
+    from .pipeline.runner import OutputWriteError, run, save_run_report
+    from .site.pages import SiteBuildError, build_site, write_mkdocs_config, write_pages
 
     spec = ExecutorSpec(kind=executor, scheduler=scheduler, workers=workers, chunk_size=chunk_size,
                         torch_threads=torch_threads)
@@ -100,7 +100,7 @@ def export_figures(config: GalleryConfig, out_dir: Path, *, dpi: int = 300, jobs
     Cached results are reused; no pages, site or run report are written. The PDFs are written
     whatever ``run.pdf`` says: this export is where a site without them sends its readers.
     """
-    from .runner import run
+    from .pipeline.runner import run
 
     config = config.model_copy(update={"run": config.run.model_copy(update={"dpi": dpi, "pdf": True})})
     return run(config, docs_dir=Path(out_dir).resolve(), write_report=False, jobs=jobs, progress=progress, log=log)

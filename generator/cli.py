@@ -19,7 +19,7 @@ def main() -> None:
 
 
 def _load_config_or_exit(config_path: Path, overrides: dict):
-    from .config import ConfigError, load_config
+    from .config.loading import ConfigError, load_config
 
     try:
         return load_config(config_path, overrides)
@@ -74,10 +74,10 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
            chunk_size: int = 8) -> None:
     if quiet:  # the libraries' own bars (LIME's samples, Score-CAM's channels): tqdm reads this on import
         os.environ.setdefault("TQDM_DISABLE", "1")
-    from .atomic import write_fault
+    from .store.atomic import write_fault
     from .builder import build as build_gallery
-    from .report import summary_lines
-    from .runner import FailFast, OutputWriteError
+    from .pipeline.report import summary_lines
+    from .pipeline.runner import FailFast, OutputWriteError
     from .sections import SECTIONS
 
     overrides = {"run.device": device} if device else {}
@@ -91,7 +91,7 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
         sys.exit(2)
     config = _load_config_or_exit(config_path, overrides)
     if config.run.device in ("cuda", "mps"):  # "cpu" and "auto" cannot fail; checking needs torch
-        from .models import resolve_device
+        from .models.loading import resolve_device
 
         try:
             resolve_device(config.run.device)
@@ -121,8 +121,8 @@ def _build(config_path, device, no_cache, fail_fast, no_site, jobs, quiet, only:
 
 def _stop_on_write_fault(exc: BaseException) -> None:
     """One clear message and what the run had done, then exit 1 (no traceback)."""
-    from .atomic import write_fault
-    from .report import summary_lines
+    from .store.atomic import write_fault
+    from .pipeline.report import summary_lines
 
     fault = write_fault(exc)
     message = str(exc) if fault is None or str(exc) != str(fault) else f"cannot write {fault.filename}: {fault.strerror}"
@@ -163,8 +163,8 @@ def _register_section_commands() -> None:
 def figures(config_path: Path, dpi: int, out_dir: Path, jobs: int, zip_path: Path | None) -> None:
     """Export only the figures (PNG at --dpi, and PDF) into a folder, from cached results where possible."""
     from .builder import export_figures
-    from .runner import OutputWriteError
-    from .safepaths import folder_problem
+    from .pipeline.runner import OutputWriteError
+    from .store.safepaths import folder_problem
 
     config = _load_config_or_exit(config_path, {})
     protected = {"the image folder": config.images}
@@ -182,7 +182,7 @@ def figures(config_path: Path, dpi: int, out_dir: Path, jobs: int, zip_path: Pat
     count = sum(len(r.figures) for r in result.results)
     click.echo(f"{count} figures (PNG at {dpi} dpi + PDF) in {out_dir / 'figures'}")
     if zip_path is not None:
-        from .site import write_figure_archive
+        from .site.pages import write_figure_archive
 
         archive = write_figure_archive(result, zip_path.resolve())
         if archive is not None:
@@ -195,7 +195,7 @@ def figures(config_path: Path, dpi: int, out_dir: Path, jobs: int, zip_path: Pat
               show_default=True, help="The gallery whose cache to remove.")
 def clean_cache(config_path: Path) -> None:
     """Delete the result cache of a gallery (figures and pages stay until the next build)."""
-    from .cache import ResultCache
+    from .store.cache import ResultCache
 
     config = _load_config_or_exit(config_path, {})
     cache = ResultCache(config.output / "cache")
@@ -219,7 +219,7 @@ def clean_cache(config_path: Path) -> None:
               help="Where to write weights and model cards (default: the package's weights folder).")
 def train_demo(model_kind, epochs, seed, threads, train_limit, data_dir, out_dir) -> None:
     """Train the embedded Fashion-MNIST ViT and/or Swin that the offline gallery ships."""
-    from . import embedded
+    from .models import embedded
     from .devtools.train_demo import FASHION_MNIST_DIR, DatasetMissingError, TrainSettings, save, train
 
     names = {"vit": [embedded.VIT_NAME], "swin": [embedded.SWIN_NAME]}.get(

@@ -3,10 +3,10 @@
 Two checks, in this order:
 
 1. **Files.** Every file the build published (pages, data files, tables, figures, explorer files,
-   the built site) is hashed and compared with the build's manifest (:mod:`generator.manifest`):
+   the built site) is hashed and compared with the build's manifest (:mod:`generator.site.manifest`):
    a file that differs, is missing, or is not listed is named.
 2. **Numbers.** A seeded sample of jobs (``sample`` per section, or all of them) is computed again
-   with the same machinery a build uses (:func:`generator.plan.plan_model`: the same config,
+   with the same machinery a build uses (:func:`generator.pipeline.plan.plan_model`: the same config,
    models, images, section settings and cache keys), nothing read from or written to the
    build's cache, and each recomputed result is walked against the published data file
    (``data/<section>/<model>/<image>.json``), number by number. A result matches when its
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .manifest import MANIFEST, file_hashes, manifest_digest, sha256_file
+from .site.manifest import MANIFEST, file_hashes, manifest_digest, sha256_file
 
 __all__ = ["DRIFT_TOLERANCE", "FileProblem", "NumberCheck", "SectionCheck", "VerifyError", "VerifyResult",
            "compare_numbers", "verify"]
@@ -293,8 +293,8 @@ def version_drift(recorded: dict[str, Any], current: dict[str, Any]) -> list[str
 
 
 def _load_config(published: _Published, config_path: Path | None, device: str | None, scratch: Path):
-    from .config import load_config
-    from .settings import ConfigError
+    from .config.loading import load_config
+    from .config.settings import ConfigError
 
     path = config_path or (Path(published.manifest["config"]) if published.manifest.get("config") else None)
     if path is None or not path.is_file():
@@ -328,7 +328,7 @@ def recompute(published: _Published, *, config_path: Path | None, sample: int | 
         VerifyError: no config (2); weights or versions differ from the manifest without
             ``allow_drift`` (3).
     """
-    from .report import environment_versions
+    from .pipeline.report import environment_versions
 
     manifest = published.manifest
     drift = version_drift(manifest.get("environment", {}), environment_versions())
@@ -363,7 +363,7 @@ def _section_names() -> list[str]:
 
 def _load_models(config, manifest: dict[str, Any], allow_drift: bool, drift: list[str]) -> list:
     """Load every model (hashing its weights) and hold their hashes against the manifest's."""
-    from .loaded_model import WeightsError, load_model
+    from .models.loaded import WeightsError, load_model
 
     recorded = manifest.get("models", {})
     models, refused = [], []
@@ -387,9 +387,9 @@ def _load_models(config, manifest: dict[str, Any], allow_drift: bool, drift: lis
 
 def _sampled_jobs(config, models: list, data_root: Path, sample: int | None, seed: int) -> list[tuple[Any, Path]]:
     """(planned job, its published data file) for ``sample`` jobs per section (None: every job), in plan order."""
-    from .images import scan_dataset, scan_images
-    from .plan import model_slugs, plan_model
-    from .relevance import RelevanceStore
+    from .data.images import scan_dataset, scan_images
+    from .pipeline.plan import model_slugs, plan_model
+    from .relevance.registry import RelevanceStore
     from .sections import SECTIONS
 
     images, _ = scan_dataset(config.images) if config.dataset.enabled else scan_images(config.images)
@@ -417,8 +417,8 @@ def _sampled_jobs(config, models: list, data_root: Path, sample: int | None, see
 
 def _check_job(planned, rel: Path, data_root: Path, tolerance: float) -> NumberCheck:
     """Compute one job again and compare it with its published data file."""
-    from .outcomes import JobSkipped
-    from .runner import as_stored
+    from .pipeline.outcomes import JobSkipped
+    from .pipeline.runner import as_stored
 
     job = planned.job
     check = NumberCheck(planned.section.name, job.model, job.image, rel.as_posix(), tolerance=tolerance)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from generator.embedded import FASHION_MNIST_CLASSES
+from generator.models.embedded import FASHION_MNIST_CLASSES
 from generator.devtools.train_demo import load_fashion_mnist
 
 

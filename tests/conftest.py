@@ -19,7 +19,7 @@ from PIL import Image
 os.environ["HF_HUB_OFFLINE"] = "1"  # tests never reach the network
 os.environ.setdefault("MPLBACKEND", "Agg")
 
-import generator.embedded  # noqa: E402,F401  (registers the embedded timm models)
+import generator.models.embedded  # noqa: E402,F401  (registers the embedded timm models)
 
 ROOT = Path(__file__).resolve().parent.parent
 

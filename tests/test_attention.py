@@ -7,12 +7,7 @@ import timm
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from generator.attention import (
-    AttentionCaptureError,
-    query_attention_maps,
-    vit_attention,
-    vit_token_layout,
-)
+from generator.attention.capture import AttentionCaptureError, query_attention_maps, vit_attention, vit_token_layout
 
 
 def reference_attention(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

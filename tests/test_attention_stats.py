@@ -16,27 +16,14 @@ import torch
 from timm.models.swin_transformer import SwinTransformerBlock
 from timm.models.vision_transformer import VisionTransformer
 
-from generator.attention import TokenLayout
-from generator.attention_stats import (
-    KERNEL_CLASSES,
-    bias_attention,
-    bias_correlation,
-    bootstrap_interval,
-    classify_kernel,
-    cls_concentration,
-    kernel_measures,
-    offset_kernel,
-    positional_score,
-    swin_attention_stats,
-    swin_block_stats,
-    uniform_mean_distance,
-    vit_attention_stats,
-    vit_stats_from_attention,
-    window_allowed,
-    window_shift_mask,
-)
-from generator.embedded import SWIN_NAME, VIT_NAME
-from generator.swin import BlockGeometry, full_attention_from_windows, window_attention
+from generator.attention.capture import TokenLayout
+from generator.attention.stats import (KERNEL_CLASSES, bias_attention, bias_correlation, bootstrap_interval,
+                                       classify_kernel, cls_concentration, kernel_measures, offset_kernel,
+                                       positional_score, swin_attention_stats, swin_block_stats,
+                                       uniform_mean_distance, vit_attention_stats, vit_stats_from_attention,
+                                       window_allowed, window_shift_mask)
+from generator.models.embedded import SWIN_NAME, VIT_NAME
+from generator.attention.windows import BlockGeometry, full_attention_from_windows, window_attention
 from generator.devtools.train_demo import _to_model_input
 
 from .conftest import ROOT

@@ -53,7 +53,7 @@ def test_bench_smoke_writes_valid_rows(tmp_path):
         assert r["ratio"] > 0 and r["goal"] and r["goal_met"] in (True, False, None), r["name"]
 
     # a row per library method on the embedded ViT, each with the passes it is timed against
-    from generator.relevance import registered_methods
+    from generator.relevance.registry import registered_methods
 
     labels = {cls.label for cls in registered_methods() if cls.wraps}
     assert [arch for arch, *_ in smoke.methods] == ["vit_fmnist_patch4_28"]

@@ -46,7 +46,7 @@ from urllib.parse import unquote, urlparse
 
 import pytest
 
-from generator.config import load_config
+from generator.config.loading import load_config
 
 from .conftest import ROOT
 

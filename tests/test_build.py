@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from generator.config import load_config
+from generator.config.loading import load_config
 
 from .conftest import HOSTILE_IMAGE, HOSTILE_LABELS
 from .expected import (
@@ -28,7 +28,7 @@ from .expected import (
 
 def md_cell(text: str) -> str:
     """A table cell as the pages write plain text (the site's own escaping of user text)."""
-    from generator.site import escape_md
+    from generator.site.pages import escape_md
 
     return str(escape_md(text))
 
@@ -174,7 +174,7 @@ def test_faithfulness_section_and_chapter(built_gallery):
     assert "Ranking per model" in chapter and "Insertion − deletion" in chapter
     figures = cfg.output / "docs" / "figures" / "faithfulness"
     from generator.families import missing_needs
-    from generator.relevance import map_specs
+    from generator.relevance.registry import map_specs
 
     def registered(family: str) -> list[str]:  # every enabled map of the registry the family can give, in order
         return [spec.title for spec in map_specs(cfg) if not missing_needs(spec.method.needs, family)]
@@ -216,8 +216,8 @@ def test_pdfs_are_opt_in_and_a_switched_off_pdf_goes(tmp_path):
     earlier build left beside it is deleted (the site never publishes a stale one)."""
     from types import SimpleNamespace
 
-    from generator.cache import ResultCache
-    from generator.figures import _render
+    from generator.store.cache import ResultCache
+    from generator.pipeline.outputs import _render
     from generator.render.style import new_figure
 
     class OneFigure:

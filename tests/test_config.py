@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.config import ConfigError, load_config
+from generator.config.loading import ConfigError, load_config
 
 from .conftest import tiny_config_text, write_synthetic_images
 

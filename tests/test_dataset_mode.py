@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from generator.builder import build
-from generator.config import ConfigError, load_config
-from generator.images import ImageItem, scan_dataset
-from generator.runner import choose_sample, label_matches
+from generator.config.loading import ConfigError, load_config
+from generator.data.images import ImageItem, scan_dataset
+from generator.pipeline.runner import choose_sample, label_matches
 
 from .conftest import ROOT
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from generator.config import parse_config
-from generator.images import scan_images
-from generator.loaded_model import ACCELERATOR_BATCH, auto_batch_size, load_model
-from generator.plan import compute_job
-from generator.relevance import RelevanceStore
+from generator.config.loading import parse_config
+from generator.data.images import scan_images
+from generator.models.loaded import ACCELERATOR_BATCH, auto_batch_size, load_model
+from generator.pipeline.plan import compute_job
+from generator.relevance.registry import RelevanceStore
 from generator.sections import SECTIONS
 
 from .conftest import CHEAP_METHODS, ROOT, write_synthetic_images

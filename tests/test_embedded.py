@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.config import ModelConfig, load_config
-from generator.embedded import FASHION_MNIST_CLASSES, SWIN_NAME, VIT_NAME, WEIGHTS_DIR
-from generator.loaded_model import load_model
-from generator.models import WeightsError
+from generator.config.loading import ModelConfig, load_config
+from generator.models.embedded import FASHION_MNIST_CLASSES, SWIN_NAME, VIT_NAME, WEIGHTS_DIR
+from generator.models.loaded import load_model
+from generator.models.loading import WeightsError
 from generator.devtools.train_demo import evaluate
 
 from .conftest import ROOT

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from generator.builder import build
-from generator.config import load_config
-from generator.executors import ExecutorSpec, ModelPlugin
+from generator.config.loading import load_config
+from generator.pipeline.executors import ExecutorSpec, ModelPlugin
 
 from .conftest import write_synthetic_images
 
@@ -76,7 +76,7 @@ def images(tmp_path_factory) -> Path:
 def cluster(tmp_path_factory):
     """Two worker processes on 127.0.0.1, shared by the tests that join a running scheduler.
 
-    Its workers can be made to die once (see ``generator.executors.DIE_ONCE_ENV``) by creating
+    Its workers can be made to die once (see ``generator.pipeline.executors.DIE_ONCE_ENV``) by creating
     ``armed`` in the folder yielded with the address.
     """
     from distributed import LocalCluster
@@ -160,12 +160,12 @@ def test_failures_name_their_worker(images, tmp_path, cluster):
 
 
 def test_model_plugin_loads_each_model_once(tmp_path):
-    from generator.settings import ModelConfig
+    from generator.config.settings import ModelConfig
 
     plugin = ModelPlugin(max_models=1)
     vit = ModelConfig(name="v", arch="vit_fmnist_patch4_28", weights="random:0")
     swin = ModelConfig(name="s", arch="swin_fmnist_patch2_28", weights="random:1")
-    from generator.loaded_model import load_model
+    from generator.models.loaded import load_model
 
     sha_v, sha_s = load_model(vit).weights_sha256, load_model(swin).weights_sha256
     first = plugin.model(vit, sha_v, "cpu", tmp_path)

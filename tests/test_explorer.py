@@ -21,29 +21,14 @@ import pytest
 import timm
 import torch
 
-from generator.attention import vit_attention
-from generator.explorer import (
-    ExplorerData,
-    decode_block,
-    dequantise_rows,
-    encode_block,
-    explorer_rollout,
-    float16_ceil,
-    quantisation_error_bound,
-    quantise_rows,
-    swin_explorer_data,
-    vit_explorer_data,
-)
-from generator.explorer_site import (
-    ASSET_FILES,
-    ASSETS_DIR,
-    ASSET_PREFIX,
-    copy_assets_to,
-    write_explorer,
-    write_explorer_assets,
-)
-from generator.rollout import attention_rollout
-from generator.swin import full_attention_from_windows, swin_rollout, window_attention
+from generator.attention.capture import vit_attention
+from generator.attention.explorer import (ExplorerData, decode_block, dequantise_rows, encode_block, explorer_rollout,
+                                          float16_ceil, quantisation_error_bound, quantise_rows, swin_explorer_data,
+                                          vit_explorer_data)
+from generator.site.explorer import (ASSET_FILES, ASSETS_DIR, ASSET_PREFIX, copy_assets_to, write_explorer,
+                                     write_explorer_assets)
+from generator.attention.rollout import attention_rollout
+from generator.attention.windows import full_attention_from_windows, swin_rollout, window_attention
 
 from .conftest import ROOT
 from .test_browser import CHROMIUM, require_chromium
@@ -336,7 +321,7 @@ def test_write_explorer_files_placeholder_template_and_assets(tmp_path, captured
     with pytest.raises(ValueError):
         write_explorer(tmp_path, "../evil", "vit-fmnist", data, view)
 
-    from generator.site import make_environment
+    from generator.site.pages import make_environment
 
     text = make_environment().get_template("sections/explorer.md.j2").render(
         extras={"explorers": [{"manifest": page.manifest, "key": page.key, "label": "ViT <x>"}]})
@@ -348,7 +333,7 @@ def test_write_explorer_files_placeholder_template_and_assets(tmp_path, captured
     # every page loads what was written: the theme lists each asset (scripts as scripts, styles as styles)
     import yaml
 
-    from generator.resources import theme_config
+    from generator.site.resources import theme_config
 
     theme = yaml.load(theme_config().read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
     for path in written:
@@ -657,8 +642,8 @@ def test_arrow_keys_move_the_query_and_canvas_is_accessible(browser, base):
 @pytest.fixture(scope="module")
 def mkdocs_site(tmp_path_factory, captured):
     require_chromium()
-    from generator.resources import theme_config
-    from generator.site import copy_site_assets, make_environment
+    from generator.site.resources import theme_config
+    from generator.site.pages import copy_site_assets, make_environment
 
     root = tmp_path_factory.mktemp("explorer-mkdocs")
     docs = root / "docs"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import generator
-from generator.config import load_config
-from generator.explorer import decode_block, quantisation_error_bound
+from generator.config.loading import load_config
+from generator.attention.explorer import decode_block, quantisation_error_bound
 
 from .conftest import write_synthetic_images
 from .test_explorer import Watched, browser  # noqa: F401  (the module-scoped Chromium fixture)
@@ -70,7 +70,7 @@ def test_build_exports_every_image_and_model_under_its_own_slugs(gallery):
     page = (docs / "images" / "synthetic-0.md").read_text()
     assert 'data-manifest="explorer/vit/synthetic-0/manifest.js"' in page
     assert 'data-manifest="explorer/swin/synthetic-0/manifest.js"' in page
-    from generator.resources import theme_config
+    from generator.site.resources import theme_config
 
     theme = theme_config().read_text()  # every page loads the explorer's assets (the theme lists them)
     assert "assets/vit-explorer/explorer.js" in theme and "assets/vit-explorer/explorer.css" in theme
@@ -82,11 +82,11 @@ def test_build_exports_every_image_and_model_under_its_own_slugs(gallery):
 def test_image_page_explorer_matches_the_captured_attention(gallery, served, browser, transport):  # noqa: F811
     import torch
 
-    from generator.attention import vit_attention
-    from generator.config import ModelConfig
-    from generator.images import scan_images
-    from generator.loaded_model import load_model
-    from generator.inputs import prepare_input
+    from generator.attention.capture import vit_attention
+    from generator.config.loading import ModelConfig
+    from generator.data.images import scan_images
+    from generator.models.loaded import load_model
+    from generator.data.inputs import prepare_input
 
     base = served if transport == "http" else (gallery / "site").as_uri() + "/"
     w = Watched(browser, base).open("images/synthetic-0.html")

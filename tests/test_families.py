@@ -13,10 +13,10 @@ import timm
 import torch
 
 import generator
-from generator.config import load_config
-from generator.families import (UnsupportedModelError, family_named, family_of, register_family,
-                                registered_families, unregister_family)
-from generator.relevance import register_method, registered_methods, unregister_method
+from generator.config.loading import load_config
+from generator.families import (UnsupportedModelError, family_named, family_of, register_family, registered_families,
+                                unregister_family)
+from generator.relevance.registry import register_method, registered_methods, unregister_method
 
 from .conftest import ROOT, write_synthetic_images
 from .toys.corner_method import ToyCorner

@@ -164,7 +164,7 @@ def test_captured_attention_equals_an_independent_reference(name):
         assert torch.allclose(got.sum(-1), torch.ones(()), atol=1e-5)
     assert torch.allclose(logits, plain, atol=1e-4)
     if "attention-rows" in family.capabilities and model.num_classes:  # gradient rollout's pass, on the same softmax
-        from generator.attention import vit_attention_gradients
+        from generator.attention.capture import vit_attention_gradients
 
         _, used, grads = vit_attention_gradients(model, x)
         assert torch.allclose(used, pairs[0][1], atol=2e-5, rtol=1e-4) and grads.shape == used.shape
@@ -192,7 +192,7 @@ def test_families_and_layouts_as_timm_declares_them():
 
 
 def test_query_auto_reads_the_class_token_or_the_mean_patch_row():
-    from generator.attention import query_attention_maps
+    from generator.attention.capture import query_attention_maps
     from generator.sections.common import resolve_query
 
     for name, want in (("vit", "cls"), ("siglip", "mean"), ("dinov2-registers", "cls")):
@@ -213,7 +213,7 @@ def test_attention_statistics_of_every_family(name):
     """The statistics section's compute on every family: finite distances and entropies per block and head."""
     import numpy as np
 
-    from generator.attention_stats import swin_attention_stats, vit_attention_stats
+    from generator.attention.stats import swin_attention_stats, vit_attention_stats
 
     model = tiny(name)
     size = ZOO[name][1]["img_size"]
@@ -331,9 +331,9 @@ enabled = false
 
 
 def test_a_headless_backbone_is_skipped_by_every_section_that_needs_a_class(tmp_path):
-    from generator.config import load_config
-    from generator.loaded_model import load_model
-    from generator.plan import not_applicable
+    from generator.config.loading import load_config
+    from generator.models.loaded import load_model
+    from generator.pipeline.plan import not_applicable
     from generator.sections import SECTIONS
 
     (tmp_path / "images").mkdir()
@@ -355,8 +355,8 @@ def test_img_size_resamples_checkpoint_position_embeddings(tmp_path):
     embeddings are resampled by timm's filter, and the data config's input size follows."""
     from safetensors.torch import save_file
 
-    from generator.models import load_module
-    from generator.settings import ModelConfig
+    from generator.models.loading import load_module
+    from generator.config.settings import ModelConfig
 
     arch, kwargs = ZOO["dinov2-registers"]
     small = {k: v for k, v in kwargs.items() if k != "img_size"}

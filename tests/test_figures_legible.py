@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from generator.render import style
-from generator.settings import RunConfig
+from generator.config.settings import RunConfig
 from generator.render.finetune import probe_figure
 from generator.render.heads import head_grid_figure
 from generator.render.lime import lime_figure

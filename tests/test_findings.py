@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-import generator.findings as fi
-from generator.attention import TokenLayout
-from generator.attention_stats import SwinAttentionStats, swin_block_stats, vit_stats_from_attention
-from generator.findings import Finding, study_claims
-from generator.swin import BlockGeometry
+import generator.analysis.findings as fi
+from generator.attention.capture import TokenLayout
+from generator.attention.stats import SwinAttentionStats, swin_block_stats, vit_stats_from_attention
+from generator.analysis.findings import Finding, study_claims
+from generator.attention.windows import BlockGeometry
 
 EPS = 1e-6
 

@@ -1,4 +1,4 @@
-"""Pages say nothing about how a model behaves unless a rule in generator/findings.py made it.
+"""Pages say nothing about how a model behaves unless a rule in generator/analysis/findings.py made it.
 
 Three levels: the scanner itself; every template's own prose (no build); and the pages of the shared
 tiny gallery, which has every section and chapter on (set ``VIT_GALLERY_DOCS`` to the docs folder of
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import generator.findings as fi
-from generator.site import make_environment
+import generator.analysis.findings as fi
+from generator.site.pages import make_environment
 
 from .behaviour_scan import unmarked_behaviour
 from .conftest import ROOT
@@ -61,7 +61,7 @@ def test_gallery_pages_have_no_unmarked_behaviour_sentences(request):
     if docs:
         docs_dir = Path(docs)
     else:
-        from generator.config import load_config
+        from generator.config.loading import load_config
 
         docs_dir = load_config(request.getfixturevalue("built_gallery").config).output / "docs"
     pages = sorted(docs_dir.rglob("*.md"))

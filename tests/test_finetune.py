@@ -12,15 +12,8 @@ from PIL import Image
 from timm.data import create_transform, resolve_model_data_config
 
 from .conftest import COLOURS, colour_tree  # noqa: F401  (used by other tests too)
-from generator.finetune import (
-    DatasetError,
-    ProbeSettings,
-    discover_dataset,
-    extract_features,
-    new_head,
-    train_probe_on_features,
-    train_probe_plain,
-)
+from generator.analysis.probe import (DatasetError, ProbeSettings, discover_dataset, extract_features, new_head,
+                                      train_probe_on_features, train_probe_plain)
 
 @pytest.fixture(scope="module")
 def model():

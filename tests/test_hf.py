@@ -16,9 +16,9 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 from generator.families import family_of  # noqa: E402
-from generator.identity import WeightsError  # noqa: E402
-from generator.models import load_module  # noqa: E402
-from generator.settings import ModelConfig  # noqa: E402
+from generator.models.identity import WeightsError  # noqa: E402
+from generator.models.loading import load_module  # noqa: E402
+from generator.config.settings import ModelConfig  # noqa: E402
 
 from .conftest import ROOT, TINY_DEFAULT_TABLES, write_synthetic_images  # noqa: E402
 from .hf_tiny import KINDS, LABELS, save_tiny  # noqa: E402
@@ -113,7 +113,7 @@ def test_identity_from_the_processor_and_id2label(checkpoints, kind):
 
 def test_preprocessing_follows_the_processor(checkpoints):
     """The data config reproduces the processor's squash resize and centre crop (DeiT: 36×36, crop 32)."""
-    from generator.models import preprocess
+    from generator.models.loading import preprocess
 
     _module, identity = _load(checkpoints["deit"])
     processor = transformers.AutoImageProcessor.from_pretrained(checkpoints["deit"])
@@ -165,8 +165,8 @@ def _timm_vit_as_hf(vit, folder: Path) -> Path:
 def test_a_vit_converted_between_the_libraries_explains_alike(tmp_path):
     import timm
 
-    from generator.methods.cam import gradcam
-    from generator.rollout import attention_rollout, rollout_mask
+    from generator.relevance.cam import gradcam
+    from generator.attention.rollout import attention_rollout, rollout_mask
 
     torch.manual_seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
@@ -204,7 +204,7 @@ def test_hub_offline_names_model_repository_and_fix(monkeypatch):
 
 @pytest.mark.parametrize("key, value", [("img_size", 64), ("num_classes", 0), ("timm_kwargs", {"depth": 2})])
 def test_timm_only_keys_are_refused_on_an_hf_model_at_config_time(tmp_path, key, value):
-    from generator.config import ConfigError, parse_config
+    from generator.config.loading import ConfigError, parse_config
 
     write_synthetic_images(tmp_path / "images", count=1)
     model = {"name": "m", "arch": "hf:google/vit-base-patch16-224", "weights": "random:0", key: value}

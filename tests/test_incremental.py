@@ -12,8 +12,8 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from generator.config import ModelConfig, load_config
-from generator.loaded_model import identity_key, open_model
+from generator.config.loading import ModelConfig, load_config
+from generator.models.loaded import identity_key, open_model
 
 from .expected import expected_jobs, of_section, summary
 

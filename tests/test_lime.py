@@ -9,7 +9,7 @@ import timm
 import torch
 from lime import lime_base, lime_image
 
-from generator.lime_explain import GramLimeBase, explain_image, predict_fn, region_iou, region_mask
+from generator.relevance.lime import GramLimeBase, explain_image, predict_fn, region_iou, region_mask
 
 
 @pytest.fixture(scope="module")

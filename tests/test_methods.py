@@ -1,4 +1,4 @@
-"""Explanation-method wrappers (generator/methods): a hand-built ViT whose logit reads one known
+"""Explanation-method wrappers (generator/relevance): a hand-built ViT whose logit reads one known
 patch, equality with the libraries called directly, batch invariance, seeding, CP-LRP conservation
 and an independent hand-written CP-LRP forward, and no hooks or patches left behind."""
 
@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
 import generator.sections  # noqa: F401  (registers the built-in relevance methods)
-from generator.methods import attribution, cam, lrp
-from generator.methods.common import baseline_tensor, pool_to_grid
-from generator.relevance import registered_methods
+from generator.relevance import attribution, cam, lrp
+from generator.relevance.common import baseline_tensor, pool_to_grid
+from generator.relevance.registry import registered_methods
 
 GRID = 7
 REGION = (2, 5)  # the patch the synthetic model reads (row, col)
@@ -111,7 +111,7 @@ def region_cell_index() -> int:
 
 
 def test_synthetic_model_reads_only_the_region(model, images):
-    from generator.attention import vit_attention
+    from generator.attention.capture import vit_attention
 
     with torch.no_grad():
         _, attn = vit_attention(model, images)
@@ -297,7 +297,7 @@ def test_stochastic_methods_depend_on_the_seed(model, images):
 
 @pytest.fixture(scope="module")
 def embedded() -> dict[str, torch.nn.Module]:
-    import generator.embedded  # noqa: F401
+    import generator.models.embedded  # noqa: F401
 
     torch.manual_seed(0)
     return {"vit": timm.create_model("vit_fmnist_patch4_28").eval(),
@@ -481,7 +481,7 @@ def conservation(model, x, target):
 def test_lrp_conservation_embedded(name):
     from safetensors.torch import load_file
 
-    from generator.embedded import weights_path
+    from generator.models.embedded import weights_path
 
     m = timm.create_model(name).eval()
     m.load_state_dict(load_file(weights_path(name)))

@@ -17,19 +17,19 @@ import pytest
 import timm
 import torch
 
-import generator.embedded  # noqa: F401  (registers the embedded timm models)
+import generator.models.embedded  # noqa: F401  (registers the embedded timm models)
 import generator.sections  # noqa: F401  (registers the built-in relevance methods)
-from generator.config import ConfigError, parse_config
-from generator.identity import ModelIdentity
-from generator.inputs import ModelInput
-from generator.loaded_model import LoadedModel
-from generator.methods import attribution, cam, lrp
-from generator.methods.registered import slic_segments
-from generator.bootstrap import bootstrap_intervals, rank_first_counts
-from generator.metrics import faithfulness_curves, perturbation_curve, pixel_order_map, road_scores
+from generator.config.loading import ConfigError, parse_config
+from generator.models.identity import ModelIdentity
+from generator.data.inputs import ModelInput
+from generator.models.loaded import LoadedModel
+from generator.relevance import attribution, cam, lrp
+from generator.relevance.library import slic_segments
+from generator.analysis.bootstrap import bootstrap_intervals, rank_first_counts
+from generator.analysis.faithfulness import faithfulness_curves, perturbation_curve, pixel_order_map, road_scores
 from generator.render.text import decimals_to_separate, format_number
-from generator.relevance import RelevanceStore, map_specs, registered_methods
-from generator.settings import ModelConfig
+from generator.relevance.registry import RelevanceStore, map_specs, registered_methods
+from generator.config.settings import ModelConfig
 
 from .test_methods import DECOY, REGION, assert_clean, region_cell_index, snapshot, watching_vit
 
@@ -112,7 +112,7 @@ def test_every_library_method_is_registered_with_its_own_settings(tmp_path):
     names = [cls.name for cls in registered_methods()]
     assert set(LIBRARY_METHODS) <= set(names)
     # every concrete method class the module defines is on the registry (the module's contents are the oracle)
-    from generator.methods import registered
+    from generator.relevance import library as registered
 
     defined = {obj.name for obj in vars(registered).values() if isinstance(obj, type)
                and issubclass(obj, registered._LibraryMethod) and getattr(obj, "name", None)}

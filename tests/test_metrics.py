@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from generator.metrics import auc, cell_order, cell_relevance, perturbation_curve, randomise_top, rank_correlation
+from generator.analysis.faithfulness import (auc, cell_order, cell_relevance, perturbation_curve, randomise_top,
+                                             rank_correlation)
 
 
 def region_model():
@@ -117,8 +118,8 @@ def test_randomised_copy_is_drawn_on_the_cpu_and_leaves_the_rng_alone():
     device) and the caller's RNG continues as if nothing had been drawn."""
     import timm
 
-    import generator.embedded  # noqa: F401
-    from generator.metrics import randomise_top
+    import generator.models.embedded  # noqa: F401
+    from generator.analysis.faithfulness import randomise_top
 
     model = timm.create_model("vit_fmnist_patch4_28", num_classes=10).eval()
     torch.manual_seed(123)

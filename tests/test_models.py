@@ -13,9 +13,9 @@ from PIL import Image
 from safetensors.torch import save_file
 from timm.data import create_transform
 
-from generator.config import ModelConfig
-from generator.loaded_model import load_model
-from generator.models import WeightsError, preprocess, state_dict_sha256
+from generator.config.loading import ModelConfig
+from generator.models.loaded import load_model
+from generator.models.loading import WeightsError, preprocess, state_dict_sha256
 
 
 def state_of(arch: str, seed: int) -> dict[str, torch.Tensor]:
@@ -109,7 +109,7 @@ def test_preprocess_equals_timm_transform():
 
 
 def test_device_resolution(monkeypatch):
-    from generator.models import resolve_device
+    from generator.models.loading import resolve_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto").type in ("cpu", "mps")
@@ -123,7 +123,7 @@ def test_device_resolution(monkeypatch):
 def test_results_match_between_float_paths_on_cpu():
     """The device option moves model and inputs together; on CPU, batch-of-8 and single-image
     captures agree within float tolerance (what a GPU run is held to as well)."""
-    from generator.attention import vit_attention
+    from generator.attention.capture import vit_attention
 
     model = load_model(ModelConfig(name="v", arch="vit_fmnist_patch4_28", weights="random:0"), device="cpu")
     x = torch.randn(8, 3, 28, 28, generator=torch.Generator().manual_seed(0))
@@ -134,8 +134,8 @@ def test_results_match_between_float_paths_on_cpu():
 
 
 def test_auto_batch_size_follows_the_measured_rule():
-    from generator.loaded_model import auto_batch_size
-    from generator.models import forward_flops
+    from generator.models.loaded import auto_batch_size
+    from generator.models.loading import forward_flops
 
     model = load_model(ModelConfig(name="v", arch="vit_fmnist_patch4_28", weights="random:0"), device="cpu")
     # FLOP counter against a hand count of the embedded ViT's matmuls (patch embed, qkv, attention, proj, MLP, head)

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from generator.perturb import (
-    EditError,
-    Variant,
-    apply_variant,
-    parse_variants,
-    prediction_table,
-    resolve_region,
-)
+from generator.analysis.perturb import (EditError, Variant, apply_variant, parse_variants, prediction_table,
+                                        resolve_region)
 
 
 def canvas() -> np.ndarray:
@@ -112,9 +106,9 @@ def test_bad_regions_name_variant_and_edit(box, fragment):
 
 def test_table_equals_the_models_softmax():
 
-    from generator.config import ModelConfig
-    from generator.loaded_model import load_model
-    from generator.models import preprocess
+    from generator.config.loading import ModelConfig
+    from generator.models.loaded import load_model
+    from generator.models.loading import preprocess
 
     model = load_model(ModelConfig(name="v", arch="vit_fmnist_patch4_28", weights="random:0"))
     pictures = [canvas(), run([{"op": "move", "box": [2, 1, 5, 3], "to": [6, 5]}]).image]

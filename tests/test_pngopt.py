@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generator.pngopt import decoded_rgba, optimise_png
+from generator.render.pngopt import decoded_rgba, optimise_png
 
 
 def _png(array: np.ndarray, mode: str) -> bytes:

@@ -18,10 +18,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generator.cache import Record, ResultCache
-from generator.config import load_config
-from generator.images import scan_images, unique_slugs
-from generator.settings import RunConfig
+from generator.store.cache import Record, ResultCache
+from generator.config.loading import load_config
+from generator.data.images import scan_images, unique_slugs
+from generator.config.settings import RunConfig
 
 from .conftest import tiny_config_text, write_synthetic_images
 from .expected import SECTION_MODELS, expected_jobs, of_section, summary, written_jobs
@@ -180,8 +180,8 @@ def test_determinism_and_cache_hits(built_gallery, gallery_copy):
 
 
 def test_outputs_cannot_escape_the_output_folder(tmp_path):
-    from generator.figures import figure_stem
-    from generator.safepaths import ensure_inside
+    from generator.pipeline.outputs import figure_stem
+    from generator.store.safepaths import ensure_inside
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -210,7 +210,7 @@ def test_symlinked_images_are_not_followed(tmp_path):
 
 
 def test_build_with_local_models_makes_no_network_call(tiny_gallery, monkeypatch):
-    from generator.runner import run
+    from generator.pipeline.runner import run
 
     disable_sections(tiny_gallery, ["lime", "maps", "explorer", "stats", "perturb", "rollout"])
     attempts = []
@@ -318,7 +318,7 @@ def test_every_chapter_is_written_when_every_job_of_it_failed(tmp_path, monkeypa
     """Each section's templates meet a run in which all of its jobs failed: every chapter is still
     written, the build does not abort, and only the job failures are reported."""
     from generator.builder import build as build_gallery
-    from generator.config import load_config
+    from generator.config.loading import load_config
     from generator.sections import SECTIONS
 
     def broken(*args, **kwargs):
@@ -385,14 +385,14 @@ FRONT_PAGES = {"index.md.j2": "index.md", "chapters/claims.md.j2": "chapters/cla
 def test_front_pages_that_cannot_render_are_reported_and_the_rest_is_kept(gallery_copy, tmp_path, monkeypatch):
     """Each of the front pages' templates fails: each is a page failure of its own, says so, and every
     other page (the other front pages, the chapters, the image pages) is still written."""
-    import generator.resources
+    import generator.site.resources
     from generator.builder import build as build_gallery
 
     templates = tmp_path / "templates"
-    shutil.copytree(generator.resources.templates_dir(), templates)
+    shutil.copytree(generator.site.resources.templates_dir(), templates)
     for template in FRONT_PAGES:
         (templates / template).write_text("# Planted\n\n{{ planted_undefined_value.field }}\n", encoding="utf-8")
-    monkeypatch.setattr(generator.resources, "templates_dir", lambda: templates)
+    monkeypatch.setattr(generator.site.resources, "templates_dir", lambda: templates)
     config = load_config(gallery_copy)
     outcome = build_gallery(config, site=False)
     docs = outcome.run.docs_dir

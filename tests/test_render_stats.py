@@ -7,15 +7,8 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.text import Text
 
-from generator.render.stats import (
-    MAX_WIDTH,
-    MIN_FONT,
-    block_similarity_figure,
-    entropy_figure,
-    mean_distance_figure,
-    positional_map_figure,
-    swin_kernels_figure,
-)
+from generator.render.stats import (MAX_WIDTH, MIN_FONT, block_similarity_figure, entropy_figure,
+                                    mean_distance_figure, positional_map_figure, swin_kernels_figure)
 
 RNG = np.random.default_rng(0)
 BLOCKS, HEADS = 6, 4

@@ -9,13 +9,8 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from generator.attention import vit_attention, vit_attention_gradients, vit_token_layout
-from generator.rollout import (
-    attention_rollout,
-    gradient_rollout,
-    rollout_mask,
-    rollout_progression,
-)
+from generator.attention.capture import vit_attention, vit_attention_gradients, vit_token_layout
+from generator.attention.rollout import attention_rollout, gradient_rollout, rollout_mask, rollout_progression
 
 
 def random_attention(blocks=4, batch=3, heads=3, tokens=7, seed=0) -> torch.Tensor:

@@ -19,9 +19,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from generator.cli import main
-from generator.config import ConfigError, load_config
-from generator.images import scan_images, slugify, unique_slugs
-from generator.safepaths import MARKER
+from generator.config.loading import ConfigError, load_config
+from generator.data.images import scan_images, slugify, unique_slugs
+from generator.store.safepaths import MARKER
 
 from .conftest import write_synthetic_images
 
@@ -250,8 +250,8 @@ def test_slugs_are_unique_against_names_that_look_hashed():
 
 
 def test_model_name_with_a_slash_keeps_its_whole_name():
-    from generator.plan import model_slugs
-    from generator.config import parse_config
+    from generator.pipeline.plan import model_slugs
+    from generator.config.loading import parse_config
 
     images = Path(__file__).resolve().parent.parent / "images" / "fashion"
     cfg = parse_config({"title": "t", "images": str(images), "output": "/tmp/vg-slug-out", "site_dir": "/tmp/vg-slug-site",
@@ -374,7 +374,7 @@ def _run_with_fault(tmp_path: Path, kind: str, monkeypatch):
         if mounted and kind == "readonly":
             subprocess.run(["mount", "-o", "remount,ro", str(out)], check=True)
         elif not mounted:
-            import generator.atomic as atomic
+            import generator.store.atomic as atomic
 
             original, calls = atomic.atomic_write_bytes, []
 

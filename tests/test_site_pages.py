@@ -9,10 +9,9 @@ import pytest
 import pandas as pd
 from markupsafe import Markup
 
-from generator.known_labels import read_known_labels
-from generator.site import (blank_lines_around_tables, deterministic_zip, escape_md, markdown_table, strip_source_maps,
-                            strip_unused_search_languages,
-                            unique_labels)
+from generator.data.known_labels import read_known_labels
+from generator.site.pages import (blank_lines_around_tables, deterministic_zip, escape_md, markdown_table,
+                                  strip_source_maps, strip_unused_search_languages, unique_labels)
 
 EXTENSIONS = ["tables", "attr_list", "md_in_html", "pymdownx.superfences", "pymdownx.tabbed"]
 

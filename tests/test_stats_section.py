@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 import generator
-from generator.config import load_config
-from generator.findings import study_claims
+from generator.config.loading import load_config
+from generator.analysis.findings import study_claims
 from generator.sections.stats import StatsSection
 
 from .behaviour_scan import unmarked_behaviour

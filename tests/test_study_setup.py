@@ -28,9 +28,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from generator.config import ModelConfig, load_config
-from generator.input_frame import input_frame, outside_fraction
-from generator.perturb import EditError, Variant, apply_variant, load_variants, parse_variants, to_image_space
+from generator.config.loading import ModelConfig, load_config
+from generator.data.input_frame import input_frame, outside_fraction
+from generator.analysis.perturb import (EditError, Variant, apply_variant, load_variants, parse_variants,
+                                        to_image_space)
 
 from .conftest import ROOT
 
@@ -166,7 +167,7 @@ def _save_random(arch: str, path: Path, **kwargs) -> dict:
 
 
 def test_tag_sets_preprocessing_and_labels_for_file_weights(tmp_path):
-    from generator.loaded_model import load_model
+    from generator.models.loaded import load_model
 
     # two tags of one architecture with different normalisation: the file gets its tag's, not the default's
     for tag, mean in (("dino", (0.485, 0.456, 0.406)), ("augreg_in21k_ft_in1k", (0.5, 0.5, 0.5))):
@@ -194,8 +195,8 @@ def test_tag_reaches_hub_weights_from_the_local_cache(tmp_path, monkeypatch):
     import torch
     from huggingface_hub import constants
 
-    from generator.loaded_model import load_model
-    from generator.models import hub_files
+    from generator.models.loaded import load_model
+    from generator.models.loading import hub_files
 
     arch = "vit_small_patch16_224.dino"
     repo, names = hub_files(arch)
@@ -215,8 +216,8 @@ def test_tag_reaches_hub_weights_from_the_local_cache(tmp_path, monkeypatch):
 def test_download_message_names_the_tags_repository_and_file(monkeypatch, tmp_path):
     from huggingface_hub import constants
 
-    from generator.loaded_model import load_model
-    from generator.models import WeightsError
+    from generator.models.loaded import load_model
+    from generator.models.loading import WeightsError
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(WeightsError) as err:
@@ -284,10 +285,10 @@ def _hub_without_network(kind: str):
 @pytest.mark.parametrize("kind", ["dns", "silent", "503"])
 def test_unreachable_hub_fails_every_hub_model_within_the_limit(tmp_path, monkeypatch, kind):
     """No network, HF_HUB_OFFLINE unset: one quick probe, then every hub model fails with the fix."""
-    import generator.models as models
+    import generator.models.loading as models
     from huggingface_hub import constants
 
-    from generator.runner import run
+    from generator.pipeline.runner import run
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))

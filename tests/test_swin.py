@@ -7,16 +7,8 @@ import pytest
 import timm
 import torch
 
-from generator.swin import (
-    BlockGeometry,
-    full_attention,
-    full_attention_from_windows,
-    merge_matrix,
-    swin_blocks,
-    swin_rollout,
-    window_attention,
-    window_token_index,
-)
+from generator.attention.windows import (BlockGeometry, full_attention, full_attention_from_windows, merge_matrix,
+                                         swin_blocks, swin_rollout, window_attention, window_token_index)
 
 from .test_attention import assert_no_hooks
 
@@ -180,7 +172,7 @@ def test_swin_rollout_sums_to_one_and_batches(embedded_swin):
 
 
 def test_window_query_maps_by_hand():
-    from generator.swin import window_query_maps
+    from generator.attention.windows import window_query_maps
 
     g = BlockGeometry(grid=(4, 4), window=(2, 2), shift=(1, 1))
     attn = torch.arange(4 * 4 * 4, dtype=torch.float64).reshape(1, 4, 1, 4, 4)  # batch, windows, heads, P, P

@@ -12,10 +12,10 @@ import pytest
 import timm
 import torch
 
-import generator.findings as fi
-from generator.attention import TokenLayout
+import generator.analysis.findings as fi
+from generator.attention.capture import TokenLayout
 from generator.families import family_of
-from generator.token_norms import outlier_mask, token_stats
+from generator.attention.token_norms import outlier_mask, token_stats
 
 from .test_methods_registry import config, image, image_input, loaded
 
@@ -66,8 +66,8 @@ def test_block_output_hooks_are_removed_on_error():
 
 
 def test_block_output_capture_fails_loudly_on_what_it_cannot_read():
-    from generator.attention import AttentionCaptureError
-    from generator.token_norms import capture_block_outputs
+    from generator.attention.capture import AttentionCaptureError
+    from generator.attention.token_norms import capture_block_outputs
 
     class Pair(torch.nn.Module):  # a block that returns (tokens, extra), as some libraries' layers do
         def forward(self, x):
@@ -175,7 +175,7 @@ def test_section_on_a_vit_without_class_token_reads_the_patch_queries(tmp_path):
 
 
 def test_shared_gallery_shows_the_section_for_the_vit_and_skips_the_swin(built_gallery):
-    from generator.config import load_config
+    from generator.config.loading import load_config
 
     cfg = load_config(built_gallery.config)
     docs = cfg.output / "docs"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.manifest import MANIFEST
+from generator.site.manifest import MANIFEST
 from generator.verify import VerifyError, compare_numbers, largest_difference, verify
 
 from .conftest import ROOT, write_synthetic_images

@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 
 _VIT28, _SWIN28 = "vit_fmnist_patch4_28", "swin_fmnist_patch2_28"
-_EMBEDDED_VIT_WEIGHTS = f"file:{ROOT}/generator/weights/{_VIT28}.safetensors"
+_EMBEDDED_VIT_WEIGHTS = f"file:{ROOT}/generator/models/weights/{_VIT28}.safetensors"
 
 
 @dataclass(frozen=True)
@@ -279,8 +279,8 @@ def row(name: str, ours: list[float], base: list[float], goal: str, met: bool | 
 def bench_capture(scale: Scale, repeats: int) -> list[dict]:
     import timm
 
-    from ..attention import vit_attention
-    from ..swin import window_attention
+    from ..attention.capture import vit_attention
+    from ..attention.windows import window_attention
 
     out = []
     for vit_arch, swin_arch, batch in scale.capture:
@@ -343,9 +343,9 @@ def bench_lime(scale: Scale, repeats: int) -> list[dict]:
     from lime import lime_image
     from lime.wrappers.scikit_image import SegmentationAlgorithm
 
-    from ..lime_explain import explain_image, predict_fn
-    from ..loaded_model import auto_batch_size
-    from ..models import forward_flops
+    from ..relevance.lime import explain_image, predict_fn
+    from ..models.loaded import auto_batch_size
+    from ..models.loading import forward_flops
 
     out = []
     for arch, samples in scale.lime:
@@ -383,9 +383,9 @@ def bench_batch_sizes(scale: Scale, repeats: int) -> dict:
     ``models.auto_batch_size``, and how close its pick comes to the best."""
     import timm
 
-    from ..lime_explain import predict_fn
-    from ..loaded_model import auto_batch_size
-    from ..models import forward_flops
+    from ..relevance.lime import predict_fn
+    from ..models.loaded import auto_batch_size
+    from ..models.loading import forward_flops
 
     out = {}
     repeats = scale.batch_repeats or repeats
@@ -417,7 +417,7 @@ from pathlib import Path
 import numpy as np, torch
 torch.set_num_threads(1)
 kind, size, workdir, arch = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
-from generator import embedded  # noqa: F401  (registers the embedded models)
+from generator.models import embedded  # noqa: F401  (registers the embedded models)
 from generator.devtools import bench
 
 def status(field):
@@ -430,15 +430,15 @@ def reset_peak():  # the high-water mark of this process from here on (Linux ≥
     Path("/proc/self/clear_refs").write_text("5")
 
 if kind == "lime":
-    from generator.lime_explain import explain_image
+    from generator.relevance.lime import explain_image
     model, image, seg = bench._lime_case(arch, pretrained=arch.endswith("_28"))
     run = lambda n: explain_image(model, image, num_samples=n, segmentation_params=seg)  # batch "auto"
 else:
     import timm
     from timm.data import create_transform, resolve_model_data_config
-    from generator.finetune import discover_dataset, extract_features, materialise_builtin
-    from generator.loaded_model import auto_batch_size
-    from generator.models import forward_flops
+    from generator.analysis.probe import discover_dataset, extract_features, materialise_builtin
+    from generator.models.loaded import auto_batch_size
+    from generator.models.loading import forward_flops
     model = timm.create_model(arch, pretrained=arch.endswith("_28")).eval()
     size_px = model.pretrained_cfg["input_size"][-1]
     batch = auto_batch_size(forward_flops(model, (size_px, size_px)))
@@ -523,7 +523,7 @@ def bench_large_images(scale: Scale, workdir: Path) -> dict:
             f'title = "large"\nimages = "{folder}"\noutput = "{workdir / f"large-{count}-out"}"\n'
             f'site_dir = "{workdir / f"large-{count}-site"}"\n'
             f'[[models]]\nname = "ViT"\narch = "vit_fmnist_patch4_28"\n'
-            f'weights = "file:{ROOT}/generator/weights/vit_fmnist_patch4_28.safetensors"\n'
+            f'weights = "file:{ROOT}/generator/models/weights/vit_fmnist_patch4_28.safetensors"\n'
             + "".join(f"[sections.{s}]\nenabled = false\n" for s in scale.large_off))
         start = time.perf_counter()
         proc = subprocess.run([sys.executable, "-c", _CHILD_PEAK, sys.executable, "-m", "generator", "build",
@@ -544,8 +544,8 @@ def bench_probe(scale: Scale, repeats: int, workdir: Path) -> list[dict]:
     import timm
     from timm.data import create_transform, resolve_model_data_config
 
-    from ..finetune import (ProbeSettings, discover_dataset, extract_features, materialise_builtin, new_head,
-                           train_probe_on_features, train_probe_plain)
+    from ..analysis.probe import (ProbeSettings, discover_dataset, extract_features, materialise_builtin, new_head,
+                                  train_probe_on_features, train_probe_plain)
 
     torch.manual_seed(0)
     model = timm.create_model("vit_fmnist_patch4_28", pretrained=True).eval()
@@ -601,7 +601,7 @@ def _gallery(workdir: Path, images: int, name: str, scale: Scale) -> Path:
     text = text.replace('images = "images/fashion"', f'images = "{folder}"')
     text = text.replace('output = "build"', f'output = "{workdir / name / "build"}"')
     text = text.replace('site_dir = "site"', f'site_dir = "{workdir / name / "site"}"')
-    text = _scaled_gallery(text.replace("generator/weights/", f"{ROOT}/generator/weights/"), scale)
+    text = _scaled_gallery(text.replace("generator/models/weights/", f"{ROOT}/generator/models/weights/"), scale)
     config = workdir / f"{name}.toml"
     config.write_text(text)
     return config
@@ -716,7 +716,7 @@ def _default_gallery(workdir: Path, name: str, stats: bool, scale: Scale) -> Pat
     text = text.replace('images = "images/fashion"', f'images = "{images}"')
     text = text.replace('output = "build"', f'output = "{workdir / name / "build"}"')
     text = text.replace('site_dir = "site"', f'site_dir = "{workdir / name / "site"}"')
-    text = _scaled_gallery(text.replace("generator/weights/", f"{ROOT}/generator/weights/"), scale)
+    text = _scaled_gallery(text.replace("generator/models/weights/", f"{ROOT}/generator/models/weights/"), scale)
     if not stats:
         text = _section_line(text, "stats", "enabled = false")
     config = workdir / f"{name}.toml"
@@ -766,7 +766,7 @@ def bench_stats_overhead(scale: Scale, repeats: int, workdir: Path, keep: Path |
 def bench_floor(scale: Scale, repeats: int) -> dict:
     import timm
 
-    from ..models import forward_flops
+    from ..models.loading import forward_flops
 
     n = scale.floor_n
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -792,7 +792,7 @@ def bench_floor(scale: Scale, repeats: int) -> dict:
 
 
 def _methods_config(workdir: Path, methods: dict):
-    from ..config import parse_config
+    from ..config.loading import parse_config
 
     (workdir / "methods-images").mkdir(parents=True, exist_ok=True)
     return parse_config({"title": "bench", "images": str(workdir / "methods-images"),
@@ -810,9 +810,9 @@ PASS_KINDS = ("forward", "input-gradient", "input-gradient-explicit-attention", 
 def _passes(module: torch.nn.Module, x: torch.Tensor, target: int, count: int, batch: int, kind: str) -> None:
     """``count`` copies of ``x`` (1, 3, H, W) through the model in batches of ``batch``, computing
     what ``kind`` (one of :data:`PASS_KINDS`) names and nothing more."""
-    from ..attention import unfused_attention
-    from ..methods.cam import cam_target_layer
-    from ..methods.common import gradients_only_for
+    from ..attention.capture import unfused_attention
+    from ..relevance.cam import cam_target_layer
+    from ..relevance.common import gradients_only_for
 
     if kind not in PASS_KINDS:
         raise ValueError(f"unknown pass kind {kind!r}")
@@ -848,9 +848,9 @@ def bench_methods(scale: Scale, repeats: int, workdir: Path) -> list[dict]:
     Quick: one repeat of light settings on the embedded ViT and on ViT-Ti/16 (random weights). Smoke:
     one repeat of the lightest settings on the embedded ViT.
     """
-    from ..loaded_model import load_model
-    from ..relevance import RelevanceStore, map_specs
-    from ..settings import ModelConfig
+    from ..models.loaded import load_model
+    from ..relevance.registry import RelevanceStore, map_specs
+    from ..config.settings import ModelConfig
 
     out = []
     for arch, weights, bounds, methods in scale.methods:
@@ -861,7 +861,7 @@ def bench_methods(scale: Scale, repeats: int, workdir: Path) -> list[dict]:
         x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
         with torch.inference_mode():
             target = int(model.module(x)[0].argmax())
-        from ..inputs import ModelInput
+        from ..data.inputs import ModelInput
 
         inputs = ModelInput(view=np.zeros((*size, 3), np.uint8), x=x[0])
         batch = model.batch_size("auto")
@@ -894,14 +894,14 @@ def bench_faithfulness_curves(scale: Scale, repeats: int) -> list[dict]:
     shared end points once) against the forward passes of as many inputs in the same batches."""
     import timm
 
-    from ..metrics import faithfulness_curves
+    from ..analysis.faithfulness import faithfulness_curves
 
     out = []
     for arch, grid, step, orders in scale.faithfulness:
         torch.manual_seed(0)
         model = timm.create_model(arch, pretrained=False).eval()
-        from ..loaded_model import auto_batch_size
-        from ..models import forward_flops
+        from ..models.loaded import auto_batch_size
+        from ..models.loading import forward_flops
 
         size = model.pretrained_cfg["input_size"][-1]
         batch = auto_batch_size(forward_flops(model, (size, size)))
@@ -961,13 +961,13 @@ def _measured(fn: Callable) -> tuple[float, float]:
 
 #: The two models this project ships, as config tables (the executor and dataset-mode galleries).
 _EMBEDDED_MODELS = "\n".join(
-    f'[[models]]\nname = "{name}"\narch = "{arch}"\nweights = "file:{ROOT}/generator/weights/{arch}.safetensors"'
+    f'[[models]]\nname = "{name}"\narch = "{arch}"\nweights = "file:{ROOT}/generator/models/weights/{arch}.safetensors"'
     for name, arch in (("ViT-FMNIST", "vit_fmnist_patch4_28"), ("Swin-FMNIST", "swin_fmnist_patch2_28")))
 
 
 def _executor_gallery(workdir: Path, name: str, images: int, sections: str):
     """A gallery of the embedded models over ``images`` Fashion-MNIST test images (dataset mode off)."""
-    from ..config import load_config
+    from ..config.loading import load_config
 
     folder = workdir / f"{name}-images"
     folder.mkdir(parents=True, exist_ok=True)
@@ -999,8 +999,8 @@ def bench_executors(scale: Scale, repeats: int, workdir: Path) -> dict:
     """
     from distributed import Client, LocalCluster
 
-    from ..executors import ExecutorSpec
-    from ..runner import run
+    from ..pipeline.executors import ExecutorSpec
+    from ..pipeline.runner import run
 
     n = scale.executor_images
     light = f"""
@@ -1096,8 +1096,8 @@ def bench_dataset_scaling(scale: Scale, workdir: Path) -> dict:
     swin; figures for a sample of 10 plus every misclassified image): local executor, from scratch,
     after a warm-up run (imports, model loads). Linear when the CPU seconds per added image of the
     last step are within 1.25× of the first step's."""
-    from ..config import load_config
-    from ..runner import run
+    from ..config.loading import load_config
+    from ..pipeline.runner import run
 
     counts = scale.dataset_images
     data = np.load(ROOT / "tests" / "data" / "fashion_mnist_test_1k.npz")
@@ -1191,7 +1191,7 @@ def row_names(scale: Scale) -> dict[str, set[str]]:
     The tests check a smoke run's rows against this listing, and the smoke listing against the quick
     and full ones up to model names and sizes (:func:`row_kind`).
     """
-    from ..relevance import registered_methods
+    from ..relevance.registry import registered_methods
 
     library = [cls for cls in registered_methods() if cls.wraps]
     n = scale.incremental_images
@@ -1232,7 +1232,7 @@ def main(scale: Scale = FULL, out: Path = ROOT / "bench" / "results.json", only:
     repeats = scale.repeats or repeats
     torch.manual_seed(0)
     work = Path(tempfile.mkdtemp(prefix="vit-gallery-bench-"))
-    import generator.embedded  # noqa: F401
+    import generator.models.embedded  # noqa: F401
 
     results = {
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),

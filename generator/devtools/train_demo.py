@@ -2,7 +2,7 @@
 
 The data come from Debian's ``dataset-fashion-mnist`` package (idx files). The models are
 timm's own ``VisionTransformer`` and ``SwinTransformer`` classes, registered in
-:mod:`generator.embedded`. The result is a safetensors file plus a JSON model card.
+:mod:`generator.models.embedded`. The result is a safetensors file plus a JSON model card.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from .._version import __version__
-from ..embedded import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, weights_path
-from ..atomic import atomic_write_bytes, atomic_write_text
+from ..models.embedded import FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD, weights_path
+from ..store.atomic import atomic_write_bytes, atomic_write_text
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 _FILES = {
@@ -122,7 +122,7 @@ def train(
     """Train ``model_name`` (an embedded timm model) from scratch; return it and its model card."""
     import timm
 
-    from .. import embedded  # noqa: F401  (registers the models)
+    from ..models import embedded  # noqa: F401  (registers the models)
 
     torch.set_num_threads(settings.threads)
     torch.manual_seed(settings.seed)
@@ -193,7 +193,7 @@ def train(
 
 
 def _arch_args(model_name: str) -> dict:
-    from ..embedded import SWIN_ARGS, SWIN_NAME, VIT_ARGS, VIT_NAME
+    from ..models.embedded import SWIN_ARGS, SWIN_NAME, VIT_ARGS, VIT_NAME
 
     return {VIT_NAME: VIT_ARGS, SWIN_NAME: SWIN_ARGS}[model_name]
 

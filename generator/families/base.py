@@ -18,12 +18,12 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
-from ..identity import WeightsError
+from ..models.identity import WeightsError
 
 if TYPE_CHECKING:
     import torch
 
-    from ..attention import TokenLayout
+    from ..attention.capture import TokenLayout
 
 __all__ = ["CAPABILITIES", "ModelFamily", "UnsupportedModelError", "family_named", "family_of", "missing_needs",
            "register_family", "registered_families", "unregister_family"]
@@ -89,9 +89,9 @@ class ModelFamily(ABC):
         and every block's (blocks, B, heads, tokens, tokens) attention, captured by :meth:`attention_capture`.
 
         Raises:
-            generator.attention.AttentionCaptureError: a block captured nothing.
+            generator.attention.capture.AttentionCaptureError: a block captured nothing.
         """
-        from ..attention import vit_attention
+        from ..attention.capture import vit_attention
 
         return vit_attention(module, x, capture=self.attention_capture)
 
@@ -103,9 +103,9 @@ class ModelFamily(ABC):
 
         Default: timm's convention (as :meth:`attention`'s default), every block of ``module.blocks``; a
         family whose blocks live elsewhere hands its own list to
-        :func:`generator.token_norms.capture_block_outputs`.
+        :func:`generator.attention.token_norms.capture_block_outputs`.
         """
-        from ..token_norms import capture_block_outputs
+        from ..attention.token_norms import capture_block_outputs
 
         blocks = getattr(module, "blocks", None)
         return capture_block_outputs(list(blocks) if blocks is not None else [])
@@ -121,11 +121,11 @@ class ModelFamily(ABC):
             tokens: (blocks, B, tokens, channels) every block's output.
 
         Raises:
-            generator.attention.AttentionCaptureError: a block captured nothing.
+            generator.attention.capture.AttentionCaptureError: a block captured nothing.
         """
         import torch
 
-        from ..attention import AttentionCaptureError
+        from ..attention.capture import AttentionCaptureError
 
         with self.block_output_capture(module) as state:
             logits, attn = self.attention(module, x)
@@ -138,16 +138,16 @@ class ModelFamily(ABC):
                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Families with ``"attention-rows"``: logits (B, classes), the attention (blocks, B, heads, T, T) the
         forward pass used and the gradient of the ``target`` logit (default: the predicted class) with respect
-        to it (default: timm's ViT blocks, :func:`generator.attention.vit_attention_gradients`)."""
-        from ..attention import vit_attention_gradients
+        to it (default: timm's ViT blocks, :func:`generator.attention.capture.vit_attention_gradients`)."""
+        from ..attention.capture import vit_attention_gradients
 
         return vit_attention_gradients(module, x, target)
 
     def window_attention(self, module: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict, dict]:
         """Families with ``"windows"``: run ``module`` once on ``x`` (B, 3, H, W); return its logits, every
         block's (B, windows, heads, w², w²) attention and geometry by (stage, block), captured by
-        :meth:`attention_capture` (:func:`generator.swin.window_attention`)."""
-        from ..swin import window_attention
+        :meth:`attention_capture` (:func:`generator.attention.windows.window_attention`)."""
+        from ..attention.windows import window_attention
 
         return window_attention(module, x, capture=self.attention_capture, blocks=len(self.window_geometry(module)))
 
@@ -161,7 +161,7 @@ class ModelFamily(ABC):
 
     @property
     def lrp_supported(self) -> bool:
-        """Whether conservative LRP (:mod:`generator.methods.lrp`) handles this family's modules."""
+        """Whether conservative LRP (:mod:`generator.relevance.lrp`) handles this family's modules."""
         return "lrp" in self.capabilities
 
     @abstractmethod

@@ -3,7 +3,7 @@ position bias (per block, or one shared by every block) added to q·kᵀ; the he
 
 The q/v biases are added inside ``F.linear`` and the relative position bias inside the attention
 module, so the capture runs each module's own explicit path (``fused_attn`` off on those modules
-for the pass) and reads its softmax at ``attn_drop`` (:func:`generator.attention.capture_unfused_softmax`).
+for the pass) and reads its softmax at ``attn_drop`` (:func:`generator.attention.capture.capture_unfused_softmax`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,6 @@ class BeitFamily(TokenSequenceFamily):
         return isinstance(module, Beit)
 
     def attention_capture(self, module):
-        from ..attention import block_attention_modules, capture_unfused_softmax
+        from ..attention.capture import block_attention_modules, capture_unfused_softmax
 
         return capture_unfused_softmax(block_attention_modules(module))

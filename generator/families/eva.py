@@ -5,7 +5,7 @@ SwiGLU MLPs; the head pools by average or the class token.
 q and k are rotated between the projection and their product, and the q/v biases are added
 inside ``F.linear``, so the softmax cannot be rebuilt from a projection's output: the capture runs
 each attention module's own explicit path (``fused_attn`` off on those modules for the pass) and
-reads its softmax at ``attn_drop`` (:func:`generator.attention.capture_unfused_softmax`).
+reads its softmax at ``attn_drop`` (:func:`generator.attention.capture.capture_unfused_softmax`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,6 @@ class EvaFamily(TokenSequenceFamily):
         return isinstance(module, Eva)
 
     def attention_capture(self, module):
-        from ..attention import block_attention_modules, capture_unfused_softmax
+        from ..attention.capture import block_attention_modules, capture_unfused_softmax
 
         return capture_unfused_softmax(block_attention_modules(module))

@@ -21,8 +21,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..identity import WeightsError
-from ..settings import ModelConfig
+from ..models.identity import WeightsError
+from ..config.settings import ModelConfig
 
 __all__ = ["HF_PREFIX", "INSTALL_HINT", "SUPPORTED_CLASSES", "data_config_from_processor", "load_hf_module"]
 

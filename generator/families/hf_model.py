@@ -16,8 +16,8 @@ from typing import Any, Iterator
 
 import torch
 
-from ..attention import AttentionCaptureError
-from ..swin import BlockGeometry
+from ..attention.capture import AttentionCaptureError
+from ..attention.windows import BlockGeometry
 
 __all__ = ["HFModel", "capture_hf_attention", "capture_hf_windows", "eager_attention", "hf_attention_gradients",
            "hf_layers", "hf_swin_layers"]
@@ -205,7 +205,7 @@ def hf_attention_gradients(module: HFModel, x: torch.Tensor, target: torch.Tenso
 @contextmanager
 def capture_hf_windows(module: HFModel) -> Iterator[tuple[dict, dict]]:
     """While active, forward passes fill (attention, geometry) dicts keyed by (stage, block), as
-    :func:`generator.swin.capture_window_attention` does for timm: attention[key] is
+    :func:`generator.attention.windows.capture_window_attention` does for timm: attention[key] is
     (B, windows, heads, N, N), windows row-major over the shifted (and padded) grid."""
     layers = hf_swin_layers(module.hf)
     attention: dict[tuple[int, int], torch.Tensor] = {}

@@ -16,7 +16,7 @@ from .hf_vit import _is_hf, patch_grid
 if TYPE_CHECKING:
     import torch
 
-    from ..attention import TokenLayout
+    from ..attention.capture import TokenLayout
 
 
 @register_family
@@ -40,7 +40,7 @@ class HFSwinFamily(ModelFamily):
 
     def token_layout(self, module) -> TokenLayout:
         """No prefix tokens; the last stage's grid."""
-        from ..attention import TokenLayout
+        from ..attention.capture import TokenLayout
 
         return TokenLayout(prefix_names=(), grid=self._stage_grids(module)[-1])
 

@@ -16,7 +16,7 @@ from .base import ModelFamily, register_family
 if TYPE_CHECKING:
     import torch
 
-    from ..attention import TokenLayout
+    from ..attention.capture import TokenLayout
 
 
 def _is_hf(module, windows: bool) -> bool:
@@ -50,7 +50,7 @@ class HFVitFamily(ModelFamily):
 
     def token_layout(self, module) -> TokenLayout:
         """Class token, then DeiT's distillation token or DINOv2's registers, then the patch grid."""
-        from ..attention import TokenLayout
+        from ..attention.capture import TokenLayout
 
         embeddings = module.hf.base_model.embeddings
         names = ["CLS"]
@@ -67,7 +67,7 @@ class HFVitFamily(ModelFamily):
 
     def block_output_capture(self, module):
         """Every transformer layer's output tokens (the layers whose hidden states transformers records)."""
-        from ..token_norms import capture_block_outputs
+        from ..attention.token_norms import capture_block_outputs
         from .hf_model import hf_layers
 
         return capture_block_outputs(hf_layers(module.hf))

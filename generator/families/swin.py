@@ -1,7 +1,7 @@
 """timm's SwinTransformer: no class token; shifted-window attention in stages joined by patch
 merging (``model.layers[s].blocks[b]``); the head pools the last stage's tokens.
 
-Window attention is rebuilt from each block's own ``qkv`` output (:mod:`generator.swin`).
+Window attention is rebuilt from each block's own ``qkv`` output (:mod:`generator.attention.windows`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from .base import ModelFamily, register_family
 if TYPE_CHECKING:
     import torch
 
-    from ..attention import TokenLayout
+    from ..attention.capture import TokenLayout
 
 
 @register_family
@@ -32,7 +32,7 @@ class SwinFamily(ModelFamily):
         """No prefix tokens; the grid of the last stage (the input grid halved by every patch merging)."""
         import torch
 
-        from ..attention import TokenLayout
+        from ..attention.capture import TokenLayout
 
         h, w = (int(g) for g in module.patch_embed.grid_size)
         for stage in module.layers:
@@ -41,7 +41,7 @@ class SwinFamily(ModelFamily):
         return TokenLayout(prefix_names=(), grid=(h, w))
 
     def attention_capture(self, module):
-        from ..swin import capture_window_attention
+        from ..attention.windows import capture_window_attention
 
         return capture_window_attention(module)
 
@@ -71,7 +71,7 @@ class SwinFamily(ModelFamily):
 
     def window_position_bias(self, module) -> dict:
         """(stage, block) → the block's relative position bias (``WindowAttention._get_rel_pos_bias()``)."""
-        from ..swin import window_blocks
+        from ..attention.windows import window_blocks
 
         return {key: block.attn._get_rel_pos_bias()[0] for key, block in window_blocks(module).items()}
 

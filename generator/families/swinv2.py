@@ -3,7 +3,7 @@
 (an MLP over log-spaced relative coordinates, ``16·sigmoid``); post-norm blocks.
 
 Its window attention has no fused path and adds the q/v biases inside ``F.linear``, so the capture
-reads each block's post-softmax attention at the input of its ``attn_drop`` (:mod:`generator.swin`).
+reads each block's post-softmax attention at the input of its ``attn_drop`` (:mod:`generator.attention.windows`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ class SwinV2Family(SwinFamily):
         return isinstance(module, SwinTransformerV2)
 
     def attention_capture(self, module):
-        from ..swin import capture_window_attention
+        from ..attention.windows import capture_window_attention
 
         return capture_window_attention(module, softmax_at=lambda attn: attn.attn_drop)
 
@@ -38,7 +38,7 @@ class SwinV2Family(SwinFamily):
         """(stage, block) → ``16·sigmoid(cpb_mlp(relative coordinates))`` gathered per (query, key) pair."""
         import torch
 
-        from ..swin import window_blocks
+        from ..attention.windows import window_blocks
 
         out = {}
         for key, block in window_blocks(module).items():

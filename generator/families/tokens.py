@@ -12,7 +12,7 @@ from .base import ModelFamily
 if TYPE_CHECKING:
     import torch
 
-    from ..attention import TokenLayout
+    from ..attention.capture import TokenLayout
 
 
 class TokenSequenceFamily(ModelFamily):
@@ -25,7 +25,7 @@ class TokenSequenceFamily(ModelFamily):
 
     def token_layout(self, module) -> TokenLayout:
         """Class, distillation and register tokens as the model declares them, then its patch grid."""
-        from ..attention import vit_token_layout
+        from ..attention.capture import vit_token_layout
 
         return vit_token_layout(module)
 

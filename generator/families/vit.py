@@ -3,7 +3,7 @@ patch grid, global attention in every block of ``model.blocks``. Covers ViT, Dei
 ``VisionTransformerDistilled`` is a subclass), DINOv2 with registers, models without a class
 token (global average pool, SigLIP's attention-pool head) and the pre-norm CLIP towers.
 
-Attention is rebuilt from each block's own ``qkv`` output (:mod:`generator.attention`), so the
+Attention is rebuilt from each block's own ``qkv`` output (:mod:`generator.attention.capture`), so the
 capture is exact with timm's fused attention on or off.
 """
 
@@ -26,6 +26,6 @@ class VitFamily(TokenSequenceFamily):
         return isinstance(module, VisionTransformer)
 
     def attention_capture(self, module):
-        from ..attention import capture_vit_attention
+        from ..attention.capture import capture_vit_attention
 
         return capture_vit_attention(module)

@@ -1,7 +1,7 @@
 """Attention-statistics figures: mean distance and entropy by block, positional-score map,
 consecutive-block similarity, and Swin offset kernels per head.
 
-Every function draws numbers it is given (from :mod:`generator.attention_stats`) and returns a
+Every function draws numbers it is given (from :mod:`generator.attention.stats`) and returns a
 pyplot-free :class:`~matplotlib.figure.Figure` at most ``MAX_WIDTH`` inches wide, with every
 text element at least ``MIN_FONT`` points, so text stays ≥ 9 px when shown ~640 px wide.
 """

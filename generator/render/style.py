@@ -22,8 +22,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
-from ..atomic import write_if_changed  # noqa: E402
-from ..pngopt import optimise_png  # noqa: E402
+from ..store.atomic import write_if_changed  # noqa: E402
+from .pngopt import optimise_png  # noqa: E402
 from . import data_path  # noqa: E402,F401  (re-exported: the data file beside a figure)
 
 STYLE = {
@@ -193,7 +193,7 @@ def figure_bytes(fig: Figure, fmt: str, dpi: int, box=None) -> bytes:
 
 
 def save_figure(fig: Figure, stem: Path, dpi: int, pdf: bool = True) -> list[Path]:
-    """Write ``stem.png`` (at ``dpi``, losslessly optimised: :func:`generator.pngopt.optimise_png`), ``stem.pdf``
+    """Write ``stem.png`` (at ``dpi``, losslessly optimised: :func:`generator.render.pngopt.optimise_png`), ``stem.pdf``
     (vector; unless ``pdf`` is False) and, when the figure carries its numbers (:func:`attach_data`),
     ``stem.data.json``; only rewrite changed files. Text is made legible first.
 

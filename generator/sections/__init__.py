@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..schema import Table, register_table
+from ..config.schema import Table, register_table
 from .base import ModelInput, Section
 from .explorer import ExplorerSection
 from .faithfulness import FaithfulnessSection
@@ -16,9 +16,9 @@ from .stats import StatsSection
 from .swin import SwinSection
 from .tokens import TokensSection
 # the built-in relevance methods register in the order the maps grid shows them
-from ..methods import lime_map as _lime_map  # noqa: F401,E402
-from ..methods import attention_maps as _attention_maps  # noqa: F401,E402
-from ..methods import registered as _library_methods  # noqa: F401,E402
+from ..relevance import lime_map as _lime_map  # noqa: F401,E402
+from ..relevance import attention_maps as _attention_maps  # noqa: F401,E402
+from ..relevance import library as _library_methods  # noqa: F401,E402
 
 SECTIONS: tuple[type[Section], ...] = (HeadsSection, RolloutSection, SwinSection, StatsSection, TokensSection, LimeSection,
                                          MapsSection, PerturbSection, ProbeSection, FaithfulnessSection, ExplorerSection)

@@ -1,6 +1,6 @@
 """The one interface every gallery section implements.
 
-A section turns (model, image) into a :class:`~generator.cache.Record` (pure compute, cached
+A section turns (model, image) into a :class:`~generator.store.cache.Record` (pure compute, cached
 by key), draws figures from that record (rendering never recomputes), and names the Jinja2
 partial that shows it on an image's page. Adding a section means one compute module, one
 render module, one template, and one entry in :data:`generator.sections.SECTIONS`.
@@ -13,16 +13,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 
-from ..cache import Record
-from ..inputs import ModelInput
-from ..images import ImageItem
-from ..loaded_model import LoadedModel
-from ..settings import SectionSettings
+from ..store.cache import Record
+from ..data.inputs import ModelInput
+from ..data.images import ImageItem
+from ..models.loaded import LoadedModel
+from ..config.settings import SectionSettings
 
 if TYPE_CHECKING:  # section modules import torch, compute and render code inside their methods,
     from matplotlib.figure import Figure
 
-    from ..settings import GalleryConfig
+    from ..config.settings import GalleryConfig
 
 
 class Section(ABC):
@@ -53,17 +53,17 @@ class Section(ABC):
     def __init__(self, config: GalleryConfig):
         self.config = config
         self.use_cache = True
-        #: Relevance maps by content (a :class:`generator.relevance.RelevanceStore`), set by the runner;
+        #: Relevance maps by content (a :class:`generator.relevance.registry.RelevanceStore`), set by the runner;
         #: sections that compare maps read them through it.
         self.store: Any = None
-        #: The finished build (a :class:`generator.results.RunResult`), set by the page writer, for
+        #: The finished build (a :class:`generator.pipeline.results.RunResult`), set by the page writer, for
         #: page extras that read another section's results (e.g. the maps read the sanity check).
         self.build: Any = None
 
     def relevance_store(self) -> Any:
         """The build's relevance-map store, or a private in-memory one when none was given."""
         if self.store is None:
-            from ..relevance import RelevanceStore
+            from ..relevance.registry import RelevanceStore
 
             self.store = RelevanceStore(None)
         return self.store
@@ -137,7 +137,7 @@ class Section(ABC):
 
         Returns what pages need to link them (kept on the job result as ``outputs``). Listing the
         files written as ``"files"`` (docs-relative path → size in bytes) lets an unchanged rebuild
-        skip the writing (:func:`generator.figures.write_outputs`).
+        skip the writing (:func:`generator.pipeline.outputs.write_outputs`).
         """
         return {}
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..loaded_model import LoadedModel
-from ..relevance import map_specs
+from ..models.loaded import LoadedModel
+from ..relevance.registry import map_specs
 
 if TYPE_CHECKING:
     import torch
 
-    from ..attention import TokenLayout
+    from ..attention.capture import TokenLayout
 
 
 def prediction_meta(model: LoadedModel, logits: torch.Tensor, k: int = 5) -> dict:

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import numpy as np
 from pydantic import Field, Strict
 
-from ..cache import Record
-from ..images import ImageItem
-from ..loaded_model import LoadedModel
-from ..settings import SectionSettings, Str
+from ..store.cache import Record
+from ..data.images import ImageItem
+from ..models.loaded import LoadedModel
+from ..config.settings import SectionSettings, Str
 from .base import ModelInput, Section
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ class ExplorerSettings(SectionSettings):
 
 
 class ExplorerSection(Section):
-    """Per image × model: every block's attention, exported for the explorer (generator/assets/explorer.js)."""
+    """Per image × model: every block's attention, exported for the explorer (generator/site/assets/explorer.js)."""
 
     name = "explorer"
     needs = frozenset()
@@ -47,7 +47,7 @@ class ExplorerSection(Section):
         return values
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
-        from ..explorer import swin_explorer_data, vit_explorer_data
+        from ..attention.explorer import swin_explorer_data, vit_explorer_data
 
         capture = swin_explorer_data if model.has("windows") else vit_explorer_data
         data = capture(model.module, inputs.x[None].to(model.device))
@@ -65,8 +65,8 @@ class ExplorerSection(Section):
 
     def write_outputs(self, docs_dir: Path, model_slug: str, record: Record) -> dict[str, Any]:
         """Write the explorer's files under ``explorer/<model>/<image>/`` (the job's own slugs)."""
-        from ..explorer import ExplorerBlock, ExplorerData
-        from ..explorer_site import write_explorer
+        from ..attention.explorer import ExplorerBlock, ExplorerData
+        from ..site.explorer import write_explorer
 
         m = record.meta
         blocks = tuple(ExplorerBlock(attn=record.arrays[f"attn_{b}"], grid=tuple(blk["grid"]), stage=blk["stage"],

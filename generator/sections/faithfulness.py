@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, Strict, field_validator
 
-from ..cache import Record
-from ..images import ImageItem
-from ..loaded_model import LoadedModel
-from ..settings import BatchSize, Bool, Float, Int, SectionSettings
-from ..relevance import map_specs, with_module
+from ..store.cache import Record
+from ..data.images import ImageItem
+from ..models.loaded import LoadedModel
+from ..config.settings import BatchSize, Bool, Float, Int, SectionSettings
+from ..relevance.registry import map_specs, with_module
 from .base import ModelInput, Section
 from .common import ComparesMaps
 
@@ -91,8 +91,8 @@ class FaithfulnessSection(ComparesMaps, Section):
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
 
-        from ..metrics import (auc, cell_order, cell_relevance, faithfulness_curves, pixel_order_map,
-                               randomise_top, rank_correlation, road_scores)
+        from ..analysis.faithfulness import (auc, cell_order, cell_relevance, faithfulness_curves, pixel_order_map,
+                                             randomise_top, rank_correlation, road_scores)
 
         s = self.settings
         module = model.module
@@ -213,7 +213,7 @@ class FaithfulnessSection(ComparesMaps, Section):
 
     def chapter_extras(self, results) -> dict:
         """Per model: every method over every image: means with bootstrap intervals, rank-first counts, flags."""
-        from ..bootstrap import bootstrap_intervals, rank_first_counts
+        from ..analysis.bootstrap import bootstrap_intervals, rank_first_counts
         from ..render.text import decimals_to_separate, format_number
 
         by_model: dict[str, list] = {}

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import Field, Strict
 
-from ..cache import Record
-from ..images import ImageItem
-from ..loaded_model import LoadedModel
-from ..settings import SectionSettings
+from ..store.cache import Record
+from ..data.images import ImageItem
+from ..models.loaded import LoadedModel
+from ..config.settings import SectionSettings
 from .base import ModelInput, Section
 from .common import prediction_meta, resolve_query
 
@@ -46,7 +46,7 @@ class HeadsSection(Section):
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
 
-        from ..attention import query_attention_maps
+        from ..attention.capture import query_attention_maps
 
         layout = model.adapter.token_layout(model.module)
         query = resolve_query(self.settings.query, layout)

@@ -11,12 +11,12 @@ from PIL import Image
 from pydantic import Field, Strict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from ..cache import Record
-from ..images import ImageItem
-from ..loaded_model import LoadedModel
-from ..regions import region_iou
-from ..segmentations import segmentation_problem
-from ..settings import BatchSize, Bool, Float, Int, SectionSettings, Str
+from ..store.cache import Record
+from ..data.images import ImageItem
+from ..models.loaded import LoadedModel
+from ..analysis.regions import region_iou
+from ..relevance.segmentations import segmentation_problem
+from ..config.settings import BatchSize, Bool, Float, Int, SectionSettings, Str
 from .base import ModelInput, Section
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class LimeSection(Section):
     summary_arrays = ("support_0",)
 
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
-        from ..lime_explain import explain_image, region_mask, weight_map
+        from ..relevance.lime import explain_image, region_mask, weight_map
 
         s = self.settings
         explanation = explain_image(
@@ -144,7 +144,7 @@ class LimeSection(Section):
 
 def explanation_probs(explanation, model: LoadedModel, inputs: ModelInput) -> np.ndarray:
     """The unperturbed image's class probabilities, as LIME saw them (sample 0 keeps every superpixel)."""
-    from ..lime_explain import predict_fn
+    from ..relevance.lime import predict_fn
 
     return predict_fn(model.module, 1)(inputs.view[None])[0]
 

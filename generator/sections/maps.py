@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ..cache import Record
-from ..images import ImageItem
-from ..loaded_model import LoadedModel
-from ..relevance import map_specs
-from ..settings import SectionSettings
+from ..store.cache import Record
+from ..data.images import ImageItem
+from ..models.loaded import LoadedModel
+from ..relevance.registry import map_specs
+from ..config.settings import SectionSettings
 from .base import ModelInput, Section
 from .common import ComparesMaps, prediction_meta
 
@@ -27,7 +27,7 @@ class MapsSettings(SectionSettings):
 
 
 class MapsSection(ComparesMaps, Section):
-    """One grid per model and image: each enabled relevance method's map (:mod:`generator.relevance`)."""
+    """One grid per model and image: each enabled relevance method's map (:mod:`generator.relevance.registry`)."""
 
     name = "maps"
     title = "Relevance maps, side by side"
@@ -65,7 +65,7 @@ class MapsSection(ComparesMaps, Section):
     def page_extras(self, results) -> dict:
         """Sanity-check warnings for each model's maps, from the faithfulness results of the same image
         (set beside the grid wherever it appears)."""
-        from ..caveats import sanity_caveats
+        from ..analysis.caveats import sanity_caveats
 
         return {"sanity": sanity_caveats(self.build, results)}
 
@@ -93,7 +93,7 @@ def left_out_methods(config, model: LoadedModel) -> list[dict]:
     """Enabled methods that do not apply to ``model`` (LRP on a model whose modules its rules do not cover …),
     each with what the model lacks, in words."""
     from ..families import CAPABILITIES
-    from ..relevance import registered_methods
+    from ..relevance.registry import registered_methods
 
     out = []
     for cls in registered_methods():

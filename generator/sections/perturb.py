@@ -17,12 +17,12 @@ import pandas as pd
 from PIL import Image
 from pydantic import Field
 
-from ..cache import Record
-from ..images import ImageItem, load_image
-from ..loaded_model import LoadedModel
-from ..perturb import EditError, Variant, apply_variant, load_variants, parse_variants, prediction_table
-from ..safepaths import PathError, confined
-from ..settings import ConfigError, Int, SectionSettings, Str
+from ..store.cache import Record
+from ..data.images import ImageItem, load_image
+from ..models.loaded import LoadedModel
+from ..analysis.perturb import EditError, Variant, apply_variant, load_variants, parse_variants, prediction_table
+from ..store.safepaths import PathError, confined
+from ..config.settings import ConfigError, Int, SectionSettings, Str
 from .base import ModelInput, Section
 
 if TYPE_CHECKING:
@@ -98,8 +98,8 @@ class PerturbSection(Section):
         import torch
         from timm.data import create_transform
 
-        from ..input_frame import UnknownTransform, input_frame, outside_fraction
-        from ..models import preprocess
+        from ..data.input_frame import UnknownTransform, input_frame, outside_fraction
+        from ..models.loading import preprocess
 
         height, width = image.rgb.shape[:2]
         try:
@@ -167,7 +167,7 @@ class PerturbSection(Section):
     def page_extras(self, results) -> dict:
         from dataclasses import asdict
 
-        from ..caveats import perturb_caveats
+        from ..analysis.caveats import perturb_caveats
 
         images = {i.slug: i for i in self.build.images} if self.build is not None else {}
         confounds = {r.model: [asdict(c) for c in perturb_caveats(

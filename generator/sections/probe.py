@@ -9,18 +9,18 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, field_validator
 
-from ..cache import Record, cache_key
-from ..datasets import DATASET_SOURCES, DatasetMissing, discover_dataset, files_sha256, materialise_builtin
-from ..images import slugify
-from ..loaded_model import LoadedModel
-from ..safepaths import PathError, confined
-from ..settings import BatchSize, ConfigError, Float, Int, SectionSettings, Str
+from ..store.cache import Record, cache_key
+from ..data.datasets import DATASET_SOURCES, DatasetMissing, discover_dataset, files_sha256, materialise_builtin
+from ..data.images import slugify
+from ..models.loaded import LoadedModel
+from ..store.safepaths import PathError, confined
+from ..config.settings import BatchSize, ConfigError, Float, Int, SectionSettings, Str
 from .base import Section
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ..finetune import ProbeSettings
+    from ..analysis.probe import ProbeSettings
 
 
 class ProbeSettings(SectionSettings):
@@ -108,7 +108,7 @@ class ProbeSection(Section):
                 "classes": splits.classes, "layout": splits.layout}
 
     def settings_obj(self) -> ProbeSettings:
-        from ..finetune import ProbeSettings
+        from ..analysis.probe import ProbeSettings
 
         s = self.settings
         return ProbeSettings(epochs=s.epochs, lr=s.lr, weight_decay=s.weight_decay, batch_size=s.batch_size, seed=s.seed)
@@ -117,7 +117,7 @@ class ProbeSection(Section):
         """Cached pre-logit features of one split: (n, d) float32 (memory-mapped) and labels (n,)."""
         from timm.data import create_transform
 
-        from ..finetune import extract_features
+        from ..analysis.probe import extract_features
 
         transform = create_transform(**model.data_config, is_training=False)
         key = cache_key(weights=model.weights_sha256, arch=model.config.arch, files=files_sha256(items),
@@ -136,7 +136,7 @@ class ProbeSection(Section):
         return features, labels
 
     def compute_unit(self, model: LoadedModel, unit: str) -> Record:
-        from ..finetune import new_head, train_probe_on_features
+        from ..analysis.probe import new_head, train_probe_on_features
 
         splits = self.splits(unit)
         train, val, test = (self.features(model, unit, name, items)

@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, Strict
 
-from ..cache import Record
-from ..images import ImageItem
-from ..loaded_model import LoadedModel
-from ..settings import Bool, Int, SectionSettings
+from ..store.cache import Record
+from ..data.images import ImageItem
+from ..models.loaded import LoadedModel
+from ..config.settings import Bool, Int, SectionSettings
 from .base import ModelInput, Section
 from .common import prediction_meta, resolve_query
 
@@ -50,7 +50,7 @@ class RolloutSection(Section):
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
 
-        from ..rollout import attention_rollout, gradient_rollout, rollout_mask, rollout_progression
+        from ..attention.rollout import attention_rollout, gradient_rollout, rollout_mask, rollout_progression
 
         s = self.settings
         layout = model.adapter.token_layout(model.module)
@@ -110,7 +110,7 @@ class RolloutSection(Section):
 
     def page_extras(self, results) -> dict:
         """Failed sanity checks of the rollout maps (faithfulness results of the same image and model)."""
-        from ..caveats import sanity_caveats
+        from ..analysis.caveats import sanity_caveats
 
         return {"sanity": sanity_caveats(self.build, results, lambda title: "rollout" in title)}
 

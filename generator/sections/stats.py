@@ -5,7 +5,7 @@ positional score of a head is a correlation *across* images, so the statistics n
 image at once; the job's cache key holds the SHA-256 of every image file in the set (plus the
 section's settings and the model), so adding, removing or editing any image recomputes it and
 nothing else. The record keeps the per-image numbers (images × blocks × heads arrays), the
-seeded bootstrap intervals, and the findings (:mod:`generator.findings`) made from them;
+seeded bootstrap intervals, and the findings (:mod:`generator.analysis.findings`) made from them;
 rendering draws those arrays and never recomputes.
 
 Memory: the ViT's patch-to-patch attention of all images is held at once (blocks × images ×
@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import Field
 
-from ..cache import Record
-from ..loaded_model import LoadedModel
-from ..settings import Float, Int, SectionSettings
+from ..store.cache import Record
+from ..models.loaded import LoadedModel
+from ..config.settings import Float, Int, SectionSettings
 from .base import Section
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class StatsSettings(SectionSettings):
 
 
 def _interval(values: np.ndarray, s: StatsSettings) -> dict:
-    from ..bootstrap import bootstrap_interval
+    from ..analysis.bootstrap import bootstrap_interval
 
     iv = bootstrap_interval(values, n_boot=s.bootstrap_samples, seed=s.seed, confidence=s.confidence)
     return {"mean": _num(iv.mean), "low": _num(iv.low), "high": _num(iv.high)}
@@ -94,7 +94,7 @@ class StatsSection(Section):
         """
         from PIL import Image, UnidentifiedImageError
 
-        from ..images import IMAGE_SUFFIXES
+        from ..data.images import IMAGE_SUFFIXES
 
         folder = self.config.images
         if not folder.is_dir():
@@ -116,8 +116,8 @@ class StatsSection(Section):
     def compute_unit(self, model: LoadedModel, unit: str) -> Record:
         import torch
 
-        from ..images import scan_images
-        from ..inputs import prepare_input
+        from ..data.images import scan_images
+        from ..data.inputs import prepare_input
 
         images, _ = scan_images(self.config.images)
         if not images:
@@ -132,8 +132,8 @@ class StatsSection(Section):
     # ------------------------------------------------------------------ ViT
 
     def _vit(self, model: LoadedModel, x, slugs: list[str]) -> Record:
-        from ..attention_stats import vit_attention_stats
-        from ..findings import vit_findings
+        from ..attention.stats import vit_attention_stats
+        from ..analysis.findings import vit_findings
 
         s = self.settings
         st = vit_attention_stats(model.module, x, top_fraction=s.top_fraction)
@@ -179,8 +179,8 @@ class StatsSection(Section):
     # ------------------------------------------------------------------ Swin
 
     def _swin(self, model: LoadedModel, x, slugs: list[str]) -> Record:
-        from ..attention_stats import swin_attention_stats
-        from ..findings import swin_findings
+        from ..attention.stats import swin_attention_stats
+        from ..analysis.findings import swin_findings
 
         s = self.settings
         parts = [swin_attention_stats(model.module, x[i:i + s.batch_size].to(model.device))
@@ -327,7 +327,7 @@ def _concat_swin(parts):
     """Join per-batch Swin statistics along the image axis (every field is per image)."""
     from dataclasses import replace
 
-    from ..attention_stats import SwinAttentionStats
+    from ..attention.stats import SwinAttentionStats
 
     out = {}
     for key in parts[0].blocks:

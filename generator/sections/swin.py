@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union
 
 from pydantic import Field, Strict
 
-from ..cache import Record
-from ..images import ImageItem
-from ..loaded_model import LoadedModel
-from ..settings import Bool, SectionSettings
+from ..store.cache import Record
+from ..data.images import ImageItem
+from ..models.loaded import LoadedModel
+from ..config.settings import Bool, SectionSettings
 from .base import ModelInput, Section
 from .common import prediction_meta
 
@@ -48,7 +48,7 @@ class SwinSection(Section):
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
 
-        from ..swin import swin_rollout, window_query_maps
+        from ..attention.windows import swin_rollout, window_query_maps
 
         s = self.settings
         with torch.inference_mode():

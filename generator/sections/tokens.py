@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import Field
 
-from ..cache import Record
-from ..images import ImageItem
-from ..loaded_model import LoadedModel
-from ..settings import Bool, Float, Int, SectionSettings
+from ..store.cache import Record
+from ..data.images import ImageItem
+from ..models.loaded import LoadedModel
+from ..config.settings import Bool, Float, Int, SectionSettings
 from .base import ModelInput, Section
 from .common import prediction_meta
 from .stats import _jsonable
@@ -56,7 +56,7 @@ class TokensSection(Section):
     def compute(self, model: LoadedModel, image: ImageItem, inputs: ModelInput) -> Record:
         import torch
 
-        from ..token_norms import token_stats
+        from ..attention.token_norms import token_stats
 
         s = self.settings
         layout = model.adapter.token_layout(model.module)
@@ -123,7 +123,7 @@ class TokensSection(Section):
 
     def chapter_extras(self, results) -> dict:
         """The outlier rule, the claims tested and, per model, the rules' verdicts over every image."""
-        from ..findings import token_claims
+        from ..analysis.findings import token_claims
 
         if not results:
             return {}
@@ -188,7 +188,7 @@ def _table_rows(meta: dict) -> list[dict]:
 
 def _model_findings(metas: list[dict]) -> list:
     """The two rules over every image of one model (the last block's numbers of each image)."""
-    from ..findings import high_norm_tokens, registers_take_attention
+    from ..analysis.findings import high_norm_tokens, registers_take_attention
 
     first = metas[0]
     query, words = first["query"], QUERY_WORDS[first["query"]]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import Field
 
-from generator.relevance import MethodSettings, RelevanceMap, RelevanceMethod
+from generator.relevance.registry import MethodSettings, RelevanceMap, RelevanceMethod
 
 
 class ToyCornerSettings(MethodSettings):

@@ -34,7 +34,7 @@ class ToyMixerFamily(ModelFamily):
         return type(module).__name__ == "MlpMixer"
 
     def token_layout(self, module):
-        from generator.attention import TokenLayout
+        from generator.attention.capture import TokenLayout
 
         return TokenLayout(prefix_names=(), grid=tuple(module.stem.grid_size))
 

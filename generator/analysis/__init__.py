@@ -1,0 +1,1 @@
+"""Analysis of results: faithfulness, perturbations, the linear probe, bootstrap, findings and claims."""

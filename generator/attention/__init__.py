@@ -1,0 +1,1 @@
+"""Attention: exact capture (global and windowed), rollout, statistics, the explorer's data."""

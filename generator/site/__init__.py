@@ -1,0 +1,1 @@
+"""The site: Markdown pages, the explorer's files, the hash manifest, the theme and its assets."""
