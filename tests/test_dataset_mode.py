@@ -53,7 +53,7 @@ seed = 3
 [[models]]
 name = "ViT-FMNIST"
 arch = "vit_fmnist_patch4_28"
-weights = "file:{ROOT / 'generator' / 'weights' / 'vit_fmnist_patch4_28.safetensors'}"
+weights = "file:{ROOT / 'generator' / 'models' / 'weights' / 'vit_fmnist_patch4_28.safetensors'}"
 
 [sections.rollout]
 enabled = false

@@ -269,8 +269,8 @@ weights = "hub"
     assert (work / "html" / "assets" / "vit-gallery" / "gallery.css").is_file()
     assert (work / "out" / "docs" / "figures" / "heads" / "vit" / "synthetic-0.png").is_file()
     # the embedded weights were read offline from the installed package ("hub" names the shipped file)
-    installed = Path(module_file).parent / "weights" / "vit_fmnist_patch4_28.safetensors"
-    assert installed.read_bytes() == (ROOT / "generator" / "weights" / installed.name).read_bytes()
+    installed = Path(module_file).parent / "models" / "weights" / "vit_fmnist_patch4_28.safetensors"
+    assert installed.read_bytes() == (ROOT / "generator" / "models" / "weights" / installed.name).read_bytes()
     report = json.loads((work / "out" / "run_report.json").read_text())
     assert report["failures"] == [] and not report["models"][0].get("random_weights", False)
 

@@ -304,7 +304,7 @@ def test_non_finite_and_negative_values_are_config_errors(tmp_path, section, key
 
 
 def test_labels_that_do_not_fit_the_head_are_an_error(tmp_path):
-    weights = Path(__file__).resolve().parent.parent / "generator" / "weights" / "vit_fmnist_patch4_28.safetensors"
+    weights = Path(__file__).resolve().parent.parent / "generator" / "models" / "weights" / "vit_fmnist_patch4_28.safetensors"
     models = (f'[[models]]\nname = "ViT"\narch = "vit_fmnist_patch4_28"\nweights = "file:{weights}"\n'
               'labels = ["a", "b", "c"]\n')
     config = gallery(tmp_path, models=models)
@@ -341,7 +341,7 @@ def test_odd_entries_are_reported_and_the_rest_completes(tmp_path):
 
 
 def test_tampered_identity_memo_is_detected_and_rebuilt(tmp_path):
-    weights = Path(__file__).resolve().parent.parent / "generator" / "weights" / "vit_fmnist_patch4_28.safetensors"
+    weights = Path(__file__).resolve().parent.parent / "generator" / "models" / "weights" / "vit_fmnist_patch4_28.safetensors"
     models = f'[[models]]\nname = "ViT"\narch = "vit_fmnist_patch4_28"\nweights = "file:{weights}"\n'
     config = gallery(tmp_path, models=models)
     assert cli("build", "--config", str(config), "--quiet", "--no-site").exit_code == 0

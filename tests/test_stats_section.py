@@ -22,7 +22,7 @@ OTHERS_OFF = "".join(f"[sections.{s}]\nenabled = false\n"
 def built(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("stats")
     write_synthetic_images(tmp / "images", count=3, size=28)
-    weights = ROOT / "generator" / "weights"
+    weights = ROOT / "generator" / "models" / "weights"
     (tmp / "gallery.toml").write_text(f'''
 title = "Stats"
 images = "{tmp / 'images'}"

@@ -19,7 +19,7 @@ from generator.verify import VerifyError, compare_numbers, largest_difference, v
 
 from .conftest import ROOT, write_synthetic_images
 
-WEIGHTS = ROOT / "generator" / "weights" / "vit_fmnist_patch4_28.safetensors"
+WEIGHTS = ROOT / "generator" / "models" / "weights" / "vit_fmnist_patch4_28.safetensors"
 
 
 def _config_text(root: Path, weights: Path) -> str:
