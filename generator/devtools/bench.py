@@ -101,6 +101,8 @@ class Scale:
     #: Dask workers as processes (a real cluster's layout) or as threads of this process (smoke: the
     #: executor's own path, client, tasks, worker plugin, is the same; no process imports torch again).
     executor_processes: bool = True
+    #: executors: build once untimed before timing (worker imports, model loads); smoke runs time cold builds
+    executor_warmup: bool = True
 
 
 #: The families beyond the embedded ViT and Swin, each with its token layout or attention form.
@@ -203,7 +205,7 @@ SMOKE = Scale(
     faithfulness=((_VIT28, 7, 1, 2),),
     embedded_extra="[sections.stats]\nbootstrap_samples = 100\n",
     executor_images=1, executor_lime_samples=20, executor_repeats=1, executor_heavy_images=1,  # 2 jobs: 1 per worker
-    executor_heavy_samples=20, executor_processes=False,
+    executor_heavy_samples=20, executor_processes=False, executor_warmup=False,
     dataset_images=(2, 4), dataset_warmup=1, dataset_sample=1,
 )
 
@@ -1029,8 +1031,9 @@ enabled = false
     try:
         dask_spec = ExecutorSpec(kind="dask", scheduler=cluster.scheduler_address, torch_threads=threads)
         local_spec = ExecutorSpec()
-        build(dask_spec)  # warm-up: the worker imports torch and loads the models once
-        build(local_spec)
+        if scale.executor_warmup:  # the worker imports torch and loads the models once
+            build(dask_spec)
+            build(local_spec)
         walls: dict[str, list[float]] = {"dask": [], "local": []}
         cpus: dict[str, list[float]] = {"dask": [], "local": []}
         for _ in range(scale.executor_repeats or max(2, repeats // 2)):
@@ -1071,9 +1074,10 @@ enabled = false
                                protocol="tcp", host="127.0.0.1", dashboard_address=None)
         try:
             spec = ExecutorSpec(kind="dask", scheduler=cluster.scheduler_address, chunk_size=1, torch_threads=1)
-            with Client(cluster.scheduler_address) as client:  # warm-up: every worker thread loads its models
+            with Client(cluster.scheduler_address) as client:
                 client.wait_for_workers(workers)
-            build(spec)
+            if scale.executor_warmup:  # every worker thread loads its models
+                build(spec)
             wall, cpu = _measured(lambda: build(spec))
         finally:
             cluster.close()
