@@ -23,9 +23,7 @@ pytest.importorskip("distributed")
 
 def small_config(root: Path, images: Path, extra: str = "") -> Path:
     """One tiny random-weight ViT: heads, rollout, LIME (50 samples) and faithfulness (4×4 grid, one random
-order, of the attention maps: its tables are CSV, and it reads maps through the shared relevance store).
-The statistics (a job over the whole image set) run on Dask in the bench's smoke run; here they are off,
-their figures being most of a tiny build's time."""
+order, of the attention maps: its tables are CSV, and it reads maps through the shared relevance store)."""
     root.mkdir(parents=True, exist_ok=True)
     path = root / "gallery.toml"
     path.write_text(f"""
@@ -54,8 +52,6 @@ step = 4
 random_seeds = [0]
 randomise_blocks = 0
 [methods.lime]
-enabled = false
-[sections.stats]
 enabled = false
 {extra}
 """, encoding="utf-8")
