@@ -18,8 +18,8 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Iterable, Literal, Union
 
-from pydantic import (BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, ValidationError,
+                      field_validator, model_validator)
 
 __all__ = ["BatchSize", "Bool", "ConfigError", "DatasetConfig", "Float", "GalleryConfig", "Int", "ModelConfig", "RunConfig",
            "SectionSettings", "Settings", "Str", "config_error", "method_field", "suggest"]
@@ -28,8 +28,16 @@ Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict()]  # ints are accepted for floats; strings are not
 Bool = StrictBool
 Str = StrictStr
+
+
+def _positive_batch(value: int | str) -> int | str:
+    if value != "auto" and value < 1:
+        raise ValueError(f"must be ≥ 1 or \"auto\", got {value}")
+    return value
+
+
 #: Images per forward pass: a positive integer, or "auto" (picked from the model's FLOPs and device).
-BatchSize = Union[Literal["auto"], Annotated[int, Strict()]]
+BatchSize = Annotated[Union[Literal["auto"], Annotated[int, Strict()]], AfterValidator(_positive_batch)]
 
 
 class ConfigError(ValueError):

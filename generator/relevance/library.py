@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union
 
 import numpy as np
-from pydantic import AfterValidator, Field, Strict
+from pydantic import Field, Strict
 
 from .registry import MethodSettings, RelevanceMap, RelevanceMethod, register_method
 from ..config.settings import BatchSize, Float, Int
@@ -39,16 +39,6 @@ Fill = Literal["black", "blur", "mean"]
 def _batch(model: LoadedModel, setting: int | str) -> int:
     """Inputs per forward pass: an explicit positive integer, or the model's "auto" rule."""
     return model.batch_size(setting)
-
-
-def _positive_batch(value):
-    if value != "auto" and value < 1:
-        raise ValueError(f"must be ≥ 1 or \"auto\", got {value}")
-    return value
-
-
-#: Inputs per forward pass: a positive integer, or "auto" (the model's batch rule).
-PositiveBatch = Annotated[BatchSize, AfterValidator(_positive_batch)]
 
 
 class _LibraryMethod(RelevanceMethod):
@@ -133,7 +123,7 @@ class ScoreCamSettings(MethodSettings):
     """Score-CAM. Costly: one forward pass per channel of the target layer (768 for ViT-B/16, per image)."""
 
     #: Masked images per forward pass; "auto": the model's batch rule.
-    batch_size: PositiveBatch = "auto"
+    batch_size: BatchSize = "auto"
 
 
 @register_method
@@ -170,7 +160,7 @@ class IntegratedGradientsSettings(MethodSettings):
     #: Integration points (captum's Gauss-Legendre quadrature).
     n_steps: Int = Field(default=50, ge=2, le=1000)
     #: Scaled inputs per forward/backward pass; "auto": the model's batch rule.
-    internal_batch_size: PositiveBatch = "auto"
+    internal_batch_size: BatchSize = "auto"
 
 
 @register_method
@@ -202,7 +192,7 @@ class SmoothGradSettings(MethodSettings):
     #: Torch seed of the noise (run in a forked RNG: the global one is untouched).
     seed: Int = Field(default=0, ge=0)
     #: Noisy copies per forward/backward pass; "auto": the model's batch rule.
-    batch_size: PositiveBatch = "auto"
+    batch_size: BatchSize = "auto"
 
 
 @register_method
@@ -231,7 +221,7 @@ class OcclusionSettings(MethodSettings):
     baseline: Fill = "mean"
     blur_sigma: Float = Field(default=5.0, gt=0)
     #: Occluded copies per forward pass; "auto": the model's batch rule.
-    batch_size: PositiveBatch = "auto"
+    batch_size: BatchSize = "auto"
 
 
 @register_method
@@ -276,7 +266,7 @@ class KernelShapSettings(MethodSettings):
     #: Torch seed of the coalition sampling (forked RNG).
     seed: Int = Field(default=0, ge=0)
     #: Coalitions per forward pass; "auto": the model's batch rule.
-    batch_size: PositiveBatch = "auto"
+    batch_size: BatchSize = "auto"
 
 
 def slic_segments(view: np.ndarray, n_segments: int, compactness: float = 10.0) -> np.ndarray:

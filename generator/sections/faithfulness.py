@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, Strict, field_validator
+from pydantic import Field, Strict
 
 from ..store.cache import Record
 from ..data.images import ImageItem
@@ -57,13 +57,6 @@ class FaithfulnessSettings(SectionSettings):
     bootstrap_samples: Int = Field(default=2000, ge=100, le=100_000)
     interval: Float = Field(default=0.95, gt=0.5, lt=1)
     bootstrap_seed: Int = Field(default=0, ge=0)
-
-    @field_validator("batch_size")
-    @classmethod
-    def _positive_batch(cls, value):
-        if value != "auto" and value < 1:
-            raise ValueError(f"must be ≥ 1, got {value}")
-        return value
 
 
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Literal, Union
 import numpy as np
 import pandas as pd
 from PIL import Image
-from pydantic import Field, Strict, field_validator, model_validator
+from pydantic import Field, Strict, model_validator
 from pydantic_core import PydanticCustomError
 
 from ..store.cache import Record
@@ -40,13 +40,6 @@ class LimeSettings(SectionSettings):
     seed: Int = 0
     show_negative: Bool = False
     show_heatmap: Bool = True
-
-    @field_validator("batch_size")
-    @classmethod
-    def _positive_batch(cls, value):
-        if value != "auto" and value < 1:
-            raise ValueError(f"must be ≥ 1, got {value}")
-        return value
 
     @model_validator(mode="after")
     def _segmentation_params_fit(self) -> "LimeSettings":

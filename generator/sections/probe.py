@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from ..store.cache import Record, cache_key
 from ..data.datasets import DATASET_SOURCES, DatasetMissing, discover_dataset, files_sha256, materialise_builtin
@@ -20,7 +20,7 @@ from .base import Section
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ..analysis.probe import ProbeSettings
+    from ..analysis.probe import ProbeSettings as ProbeTraining
 
 
 class ProbeSettings(SectionSettings):
@@ -39,13 +39,6 @@ class ProbeSettings(SectionSettings):
     split_seed: Int = 0
     #: Images per forward pass when extracting features; "auto" as in [sections.lime].
     feature_batch_size: BatchSize = "auto"
-
-    @field_validator("feature_batch_size")
-    @classmethod
-    def _positive_batch(cls, value):
-        if value != "auto" and value < 1:
-            raise ValueError(f"must be ≥ 1, got {value}")
-        return value
 
 
 class ProbeSection(Section):
@@ -107,11 +100,11 @@ class ProbeSection(Section):
         return {"train": files_sha256(splits.train), "val": files_sha256(splits.val), "test": files_sha256(splits.test),
                 "classes": splits.classes, "layout": splits.layout}
 
-    def settings_obj(self) -> ProbeSettings:
-        from ..analysis.probe import ProbeSettings
+    def settings_obj(self) -> ProbeTraining:
+        from ..analysis.probe import ProbeSettings as ProbeTraining
 
         s = self.settings
-        return ProbeSettings(epochs=s.epochs, lr=s.lr, weight_decay=s.weight_decay, batch_size=s.batch_size, seed=s.seed)
+        return ProbeTraining(epochs=s.epochs, lr=s.lr, weight_decay=s.weight_decay, batch_size=s.batch_size, seed=s.seed)
 
     def features(self, model: LoadedModel, unit: str, split: str, items) -> tuple[np.ndarray, np.ndarray]:
         """Cached pre-logit features of one split: (n, d) float32 (memory-mapped) and labels (n,)."""
