@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from .base import ModelFamily, register_family
+from .tokens import grid_reshape
 
 if TYPE_CHECKING:
     import torch
@@ -89,17 +90,8 @@ class HFVitFamily(ModelFamily):
         return getattr(last, "layernorm_before", None) or last.norm1
 
     def cam_reshape(self, module) -> Callable[[torch.Tensor], torch.Tensor]:
-        """(B, prefix + h·w, C) → drop the prefix tokens → (B, C, h, w)."""
-        layout = self.token_layout(module)
-        prefix, (h, w) = layout.num_prefix_tokens, layout.grid
-
-        def hf_vit_transform(tokens: torch.Tensor) -> torch.Tensor:
-            b, n, c = tokens.shape
-            if n != prefix + h * w:
-                raise ValueError(f"target layer gave {n} tokens; the layout expects {prefix} + {h}×{w}")
-            return tokens[:, prefix:, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
-
-        return hf_vit_transform
+        """(B, prefix + h·w, C) → drop the prefix tokens → (B, C, h, w) (:func:`.tokens.grid_reshape`)."""
+        return grid_reshape(self.token_layout(module))
 
     def randomise_targets(self, module, blocks: int) -> list:
         from .hf_model import hf_layers

@@ -15,6 +15,19 @@ if TYPE_CHECKING:
     from ..attention.capture import TokenLayout
 
 
+
+def grid_reshape(layout: TokenLayout) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The CAM reshape of a prefix-token layout: (B, prefix + h·w, C) → drop the prefix → (B, C, h, w)."""
+    prefix, (h, w) = layout.num_prefix_tokens, layout.grid
+
+    def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
+        b, n, c = tokens.shape
+        if n != prefix + h * w:
+            raise ValueError(f"target layer gave {n} tokens; the layout expects {prefix} + {h}×{w}")
+        return tokens[:, prefix:, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+    return tokens_to_grid
+
 class TokenSequenceFamily(ModelFamily):
     """A family whose models are a prefix + patch token sequence through ``model.blocks``."""
 
@@ -38,16 +51,7 @@ class TokenSequenceFamily(ModelFamily):
 
     def cam_reshape(self, module) -> Callable[[torch.Tensor], torch.Tensor]:
         """(B, prefix + h·w, C) → drop the prefix tokens → (B, C, h, w), grid and prefix read from the model."""
-        layout = self.token_layout(module)
-        prefix, (h, w) = layout.num_prefix_tokens, layout.grid
-
-        def tokens_to_grid(tokens: torch.Tensor) -> torch.Tensor:
-            b, n, c = tokens.shape
-            if n != prefix + h * w:
-                raise ValueError(f"target layer gave {n} tokens; the layout expects {prefix} + {h}×{w}")
-            return tokens[:, prefix:, :].reshape(b, h, w, c).permute(0, 3, 1, 2)
-
-        return tokens_to_grid
+        return grid_reshape(self.token_layout(module))
 
     def randomise_targets(self, module, blocks: int) -> list:
         """The head (both heads of a distilled DeiT) and the last ``blocks`` blocks."""
